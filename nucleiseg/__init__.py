@@ -1,0 +1,1 @@
+"""nucleiseg: nucleus instance segmentation."""

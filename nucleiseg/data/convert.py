@@ -1,0 +1,107 @@
+"""``nucleiseg convert``: a DSB2018 folder to label images, training arrays and a report.
+
+Output folder layout::
+
+    DST/labels/<ImageId>.tif   uint16 label image (0 = background), Fiji / napari readable
+    DST/train/<ImageId>.npz    what ``nucleiseg train`` reads: ``image`` (as stored),
+                               ``labels`` (H, W) and ``classes`` (H, W) uint8 3-class target
+    DST/report.csv             one row per image: size, modality, nucleus count, defects, status
+
+Every file is written atomically; an image that fails is reported and the rest go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import NucleisegError
+from ..targets import DEFAULT_BORDER_WIDTH, class_map
+from .dsb2018 import iter_dsb2018, list_image_ids
+from .images import atomic_write, write_label_image
+from .rle import write_submission
+from .split import modality
+
+
+@dataclass
+class ConvertRow:
+    """One line of the conversion report."""
+
+    image_id: str
+    status: str  # "ok" or "failed"
+    height: int = 0
+    width: int = 0
+    modality: str = ""
+    n_nuclei: int = 0
+    defects: str = ""
+
+
+def save_training_arrays(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, border_width: int) -> None:
+    """Write one training ``.npz`` (image, labels, classes, border_width) atomically."""
+
+    def _write(tmp: Path) -> None:
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf, image=image, labels=labels, classes=class_map(labels, border_width), border_width=border_width
+        )
+        tmp.write_bytes(buf.getvalue())
+
+    atomic_write(path, _write)
+
+
+def convert_dsb2018(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    border_width: int = DEFAULT_BORDER_WIDTH,
+    to_rle: str | os.PathLike | None = None,
+    progress: Callable[[Iterator], Iterator] = lambda it: it,
+) -> list[ConvertRow]:
+    """Convert a DSB2018 root folder (see module docstring). Returns the report rows.
+
+    Raises
+    ------
+    AnnotationError
+        if ``src`` is not a DSB2018 folder (single images failing are reported, not raised).
+    """
+    dst = Path(dst)
+    rows: list[ConvertRow] = []
+    converted: list[tuple[str, Path]] = []
+    ids = list_image_ids(src)
+    for image_id, item in zip(ids, progress(iter_dsb2018(src, ids))):
+        if isinstance(item, NucleisegError):
+            rows.append(ConvertRow(image_id, "failed", defects=str(item)))
+            continue
+        labels_path = dst / "labels" / f"{image_id}.tif"
+        write_label_image(labels_path, item.labels)
+        save_training_arrays(dst / "train" / f"{image_id}.npz", item.image, item.labels, border_width)
+        converted.append((image_id, labels_path))
+        h, w = item.labels.shape
+        rows.append(
+            ConvertRow(image_id, "ok", h, w, modality(item.image), item.n_nuclei, "; ".join(map(str, item.defects)))
+        )
+    write_report(dst / "report.csv", rows)
+    if to_rle is not None:
+        from .images import read_label_image
+
+        write_submission(to_rle, ((i, read_label_image(p)) for i, p in converted))
+    return rows
+
+
+def write_report(path: Path, rows: list[ConvertRow]) -> None:
+    """Write the conversion report CSV atomically."""
+    fields = list(ConvertRow.__dataclass_fields__)
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(fields)
+            for row in rows:
+                writer.writerow([getattr(row, k) for k in fields])
+
+    atomic_write(path, _write)

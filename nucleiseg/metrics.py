@@ -1,0 +1,202 @@
+"""The DSB2018 score and a StarDist-style matching table.
+
+Source: Kaggle DSB2018 evaluation ("mean average precision at different IoU thresholds"),
+GUIDE section 2. For one image, IoU(A, B) = |A & B| / |A | B| for every true object A and
+predicted object B. At threshold t a true object is a true positive (TP) when a predicted object
+has IoU > t with it (strictly greater); unmatched predicted objects are false positives (FP),
+unmatched true objects false negatives (FN). Because t >= 0.5 each object matches at most one
+other. The image score is the mean over t = 0.50, 0.55, ..., 0.95 of TP / (TP + FP + FN); the
+dataset score is the mean of image scores.
+
+Empty cases: no true and no predicted object gives 1.0 at every threshold; one side empty
+gives 0.0.
+
+All IoUs come from the histogram of (true label, predicted label) pairs over the pixels where
+both are non-zero: memory is O(pixels + overlapping pairs), never K_true x K_pred, and labels
+may have gaps. Threshold tests are exact integer arithmetic (20 * |A & B| > k * |A | B| for
+t = k / 20), so an IoU of exactly 0.5 is not a match at t = 0.5.
+
+StarDist's ``matching`` counts a match at IoU >= t; the two agree except for pairs whose IoU
+equals a threshold exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: The DSB2018 IoU thresholds 0.50, 0.55, ..., 0.95 as k / 20.
+THRESHOLD_NUMERATORS = np.arange(10, 20)
+THRESHOLDS = THRESHOLD_NUMERATORS / 20.0
+
+
+@dataclass
+class MatchingStats:
+    """Counts and derived rates at one IoU threshold (StarDist's ``matching`` fields).
+
+    ``dsb_precision`` = tp / (tp + fp + fn) is the DSB2018 per-threshold value (StarDist calls it
+    accuracy); ``precision`` = tp / (tp + fp), ``recall`` = tp / (tp + fn), ``f1``,
+    ``mean_matched_iou`` (mean IoU of the tp pairs), ``panoptic_quality`` = sum of matched IoU /
+    (tp + fp / 2 + fn / 2). Rates with a zero denominator are 1.0 when both sides are empty,
+    else 0.0.
+    """
+
+    threshold: float
+    tp: int
+    fp: int
+    fn: int
+    dsb_precision: float
+    precision: float
+    recall: float
+    f1: float
+    mean_matched_iou: float
+    panoptic_quality: float
+    matched_iou_sum: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check(y: np.ndarray, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D label image, got shape {y.shape}")
+    if y.dtype.kind not in "ui":
+        raise ValueError(f"{name} must have an integer dtype, got {y.dtype}")
+    if y.dtype.kind == "i" and y.size and y.min() < 0:
+        raise ValueError(f"{name} holds negative labels")
+    return y
+
+
+def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray):
+    """Object areas and the intersections of every overlapping (true, predicted) pair.
+
+    Parameters
+    ----------
+    y_true, y_pred : (H, W) non-negative integer label images of the same shape.
+
+    Returns
+    -------
+    true_ids, true_areas : (K_true,) the labels present in ``y_true`` and their areas (pixels).
+    pred_ids, pred_areas : likewise for ``y_pred``.
+    pair_true, pair_pred, pair_inter : (P,) index into true_ids / pred_ids and intersection area
+        of every pair that shares at least one pixel.
+
+    Raises
+    ------
+    ValueError
+        if the inputs are not 2-D non-negative integer arrays of one shape.
+    """
+    y_true = _check(y_true, "y_true").ravel()
+    y_pred = _check(y_pred, "y_pred").ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"shapes differ: y_true {y_true.shape} vs y_pred {y_pred.shape}")
+    true_ids, true_inv, true_areas = np.unique(y_true, return_inverse=True, return_counts=True)
+    pred_ids, pred_inv, pred_areas = np.unique(y_pred, return_inverse=True, return_counts=True)
+    # drop background (always the first id when present)
+    t_off = 1 if true_ids.size and true_ids[0] == 0 else 0
+    p_off = 1 if pred_ids.size and pred_ids[0] == 0 else 0
+    both = (y_true != 0) & (y_pred != 0)
+    n_pred = pred_ids.size
+    keys = true_inv[both].astype(np.int64) * n_pred + pred_inv[both]
+    pair_keys, pair_inter = np.unique(keys, return_counts=True)
+    pair_true = pair_keys // n_pred - t_off if n_pred else pair_keys
+    pair_pred = pair_keys % n_pred - p_off if n_pred else pair_keys
+    return (
+        true_ids[t_off:],
+        true_areas[t_off:],
+        pred_ids[p_off:],
+        pred_areas[p_off:],
+        pair_true,
+        pair_pred,
+        pair_inter,
+    )
+
+
+def _stats(threshold: float, tp: int, n_true: int, n_pred: int, iou_sum: float) -> MatchingStats:
+    fp, fn = n_pred - tp, n_true - tp
+    empty = n_true == 0 and n_pred == 0
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b > 0 else (1.0 if empty else 0.0)
+
+    return MatchingStats(
+        threshold=float(threshold),
+        tp=int(tp),
+        fp=int(fp),
+        fn=int(fn),
+        dsb_precision=ratio(tp, tp + fp + fn),
+        precision=ratio(tp, tp + fp),
+        recall=ratio(tp, tp + fn),
+        f1=ratio(2 * tp, 2 * tp + fp + fn),
+        mean_matched_iou=(iou_sum / tp) if tp else (1.0 if empty else 0.0),
+        panoptic_quality=ratio(iou_sum, tp + fp / 2 + fn / 2),
+        matched_iou_sum=float(iou_sum),
+    )
+
+
+def matching_table(y_true: np.ndarray, y_pred: np.ndarray) -> list[MatchingStats]:
+    """Per-threshold matching of one image, thresholds 0.50, 0.55, ..., 0.95 (match: IoU > t).
+
+    Parameters
+    ----------
+    y_true, y_pred : (H, W) non-negative integer label images (any integer dtype, gaps allowed).
+
+    Returns
+    -------
+    list of 10 :class:`MatchingStats`, one per threshold.
+
+    Raises
+    ------
+    ValueError
+        on shape mismatch or non-integer / negative / non-2-D input.
+    """
+    _, true_areas, _, pred_areas, pt, pp, inter = overlap_pairs(y_true, y_pred)
+    union = true_areas[pt].astype(np.int64) + pred_areas[pp] - inter
+    iou = inter / np.maximum(union, 1)
+    rows = []
+    for k, t in zip(THRESHOLD_NUMERATORS, THRESHOLDS):
+        matched = 20 * inter > k * union
+        rows.append(_stats(t, int(matched.sum()), true_areas.size, pred_areas.size, float(iou[matched].sum())))
+    return rows
+
+
+def dsb_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """DSB2018 score of one image: mean over IoU thresholds 0.50..0.95 of TP / (TP + FP + FN).
+
+    Parameters
+    ----------
+    y_true, y_pred : (H, W) non-negative integer label images, 0 = background.
+
+    Returns
+    -------
+    float in [0, 1]; 1.0 when both are empty, 0.0 when exactly one is.
+
+    Raises
+    ------
+    ValueError
+        on shape mismatch or non-integer / negative / non-2-D input.
+    """
+    return float(np.mean([row.dsb_precision for row in matching_table(y_true, y_pred)]))
+
+
+def dataset_table(tables: list[list[MatchingStats]]) -> list[MatchingStats]:
+    """Per-threshold counts summed over images (StarDist's ``matching_dataset``, by_image=False).
+
+    ``tables`` holds one :func:`matching_table` result per image. Rates are recomputed from the
+    summed tp, fp, fn and matched-IoU sums.
+    """
+    out = []
+    for i, t in enumerate(THRESHOLDS):
+        tp = sum(tab[i].tp for tab in tables)
+        fp = sum(tab[i].fp for tab in tables)
+        fn = sum(tab[i].fn for tab in tables)
+        iou_sum = sum(tab[i].matched_iou_sum for tab in tables)
+        out.append(_stats(t, tp, tp + fn, tp + fp, iou_sum))
+    return out
+
+
+def image_score(table: list[MatchingStats]) -> float:
+    """The DSB2018 image score from a :func:`matching_table` result."""
+    return float(np.mean([row.dsb_precision for row in table]))

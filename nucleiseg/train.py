@@ -1,0 +1,288 @@
+"""``nucleiseg train``: fit the U-Net on DSB2018-style data, validating with the DSB score.
+
+Data: a folder written by ``nucleiseg convert`` (``train/*.npz``) or a DSB2018 root folder.
+Validation: the committed DSB2018 split (:func:`nucleiseg.data.split.validation_ids`); for
+other data (no ImageId in that list) the same stratified rule picks 15% of the given images.
+
+Loss: pixel-wise cross-entropy over (mask - border, border, background) with class weights
+``(1, border_weight, 1)``, plus soft Dice over the first two channels. Optimiser AdamW; the
+learning rate warms up over the first 3% of the budget, then follows a cosine to 1% of its
+peak, where "budget" is the furthest of the requested epochs, steps and minutes. The best
+checkpoint by validation DSB score is written to ``--out``; a resumable state (model, optimiser,
+step, elapsed time, RNG states) to ``<out>.resume.pt`` at every validation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import sample_batch
+from .checkpoint import save_model
+from .data.dsb2018 import is_dsb2018_root, iter_dsb2018
+from .data.images import atomic_write, normalize_image
+from .data.split import make_validation_split, modality, validation_ids
+from .errors import NucleisegError
+from .metrics import dsb_score
+from .model import UNet, UNetConfig
+from .postprocess import WatershedParams, probabilities_to_labels
+from .predict import Predictor
+from .targets import DEFAULT_BORDER_WIDTH, class_map
+
+
+@dataclass
+class TrainConfig:
+    """Training options (all plain data; stored in the model file)."""
+
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    crop_size: int = 128
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    border_weight: float = 3.0
+    dice_weight: float = 1.0
+    border_width: int = DEFAULT_BORDER_WIDTH
+    epochs: float | None = None
+    steps: int | None = None
+    minutes: float | None = None
+    val_every: int = 500
+    seed: int = 0
+    p_low: float = 1.0
+    p_high: float = 99.8
+
+
+@dataclass
+class Sample:
+    """One training or validation image, normalised, with its targets."""
+
+    image_id: str
+    image: np.ndarray  # (H, W) float32 in [0, 1]
+    classes: np.ndarray  # (H, W) uint8
+    labels: np.ndarray  # (H, W) uint16
+    modality: str
+    raw_shape: tuple = field(default=())
+
+
+def load_samples(data: str | Path, border_width: int, p_low: float, p_high: float, progress=lambda it: it) -> list[Sample]:
+    """Read every image of a converted folder or a DSB2018 folder into memory.
+
+    Raises
+    ------
+    NucleisegError
+        if ``data`` holds neither layout or no readable image.
+    """
+    data = Path(data)
+    out = []
+    if (data / "train").is_dir():
+        for path in progress(sorted((data / "train").glob("*.npz"))):
+            with np.load(path) as z:
+                image, labels = z["image"], z["labels"]
+                classes = z["classes"] if int(z["border_width"]) == border_width else class_map(labels, border_width)
+            out.append(Sample(path.stem, normalize_image(image, p_low, p_high), classes, labels, modality(image)))
+    elif is_dsb2018_root(data):
+        for item in progress(iter_dsb2018(data)):
+            if isinstance(item, NucleisegError):
+                print(f"skipped: {item}")
+                continue
+            out.append(
+                Sample(item.image_id, normalize_image(item.image, p_low, p_high), class_map(item.labels, border_width),
+                       item.labels, modality(item.image))
+            )
+    else:
+        raise NucleisegError(f"{data}: neither a 'nucleiseg convert' output (train/*.npz) nor a DSB2018 folder")
+    if not out:
+        raise NucleisegError(f"{data}: no training image found")
+    return out
+
+
+def split_samples(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """(train, validation) by the committed DSB2018 split, or the same rule on other data."""
+    held = validation_ids() & {s.image_id for s in samples}
+    if not held:
+        held = set(make_validation_split({s.image_id: (s.modality, *s.image.shape) for s in samples}))
+    if not held or len(held) == len(samples):
+        held = {samples[-1].image_id}
+    train = [s for s in samples if s.image_id not in held] or samples
+    return train, [s for s in samples if s.image_id in held]
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, channels=(0, 1), eps: float = 1.0) -> torch.Tensor:
+    """1 - mean soft Dice over ``channels`` of softmax(logits) vs one-hot(target)."""
+    prob = torch.softmax(logits.float(), dim=1)
+    losses = []
+    for c in channels:
+        p, t = prob[:, c], (target == c).float()
+        inter = (p * t).sum()
+        losses.append(1 - (2 * inter + eps) / (p.sum() + t.sum() + eps))
+    return torch.stack(losses).mean()
+
+
+def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParams, keep_probabilities=False):
+    """DSB score over ``samples``: returns (overall, {modality: score}, probabilities or None)."""
+    scores: dict[str, list[float]] = {}
+    probs = []
+    all_scores = []
+    for s in samples:
+        p = _probabilities(predictor, s.image)
+        if keep_probabilities:
+            probs.append(p.astype(np.float16))
+        score = dsb_score(s.labels, probabilities_to_labels(p, params))
+        scores.setdefault(s.modality, []).append(score)
+        all_scores.append(score)
+    per_modality = {m: float(np.mean(v)) for m, v in sorted(scores.items())}
+    return float(np.mean(all_scores)), per_modality, (probs if keep_probabilities else None)
+
+
+@torch.inference_mode()
+def _probabilities(predictor: Predictor, normalized: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(normalized)[None, None].to(predictor.device)
+    with torch.autocast(predictor.device.type, dtype=torch.bfloat16, enabled=predictor.device.type == "cuda"):
+        logits = predictor.model(t)
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+
+
+def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample]) -> tuple[WatershedParams, float]:
+    """Grid-search marker / mask thresholds and minimum area for the best mean DSB score."""
+    best = (WatershedParams(), -1.0)
+    for marker in (0.4, 0.5, 0.6, 0.7, 0.8):
+        for mask in (0.3, 0.4, 0.5, 0.6):
+            for min_area in (0, 10, 20, 40):
+                params = WatershedParams(marker, mask, min_area)
+                score = float(np.mean([
+                    dsb_score(s.labels, probabilities_to_labels(p.astype(np.float32), params))
+                    for p, s in zip(probabilities, samples)
+                ]))
+                if score > best[1]:
+                    best = (params, score)
+    return best
+
+
+def _lr_factor(progress: float) -> float:
+    warm = 0.03
+    if progress < warm:
+        return max(progress / warm, 0.01)
+    t = min(1.0, (progress - warm) / (1 - warm))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.device, resume: bool = False,
+          log=print, progress_bar=None) -> dict:
+    """Train and write the best model to ``out``. Returns the final summary (plain data)."""
+    out = Path(out)
+    resume_path = out.with_name(out.name + ".resume.pt")
+    if cfg.epochs is None and cfg.steps is None and cfg.minutes is None:
+        cfg.epochs = 50
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    samples = load_samples(data, cfg.border_width, cfg.p_low, cfg.p_high)
+    train_set, val_set = split_samples(samples)
+    log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}")
+    counts = {m: sum(s.modality == m for s in train_set) for m in {s.modality for s in train_set}}
+    weights = np.array([math.sqrt(s.image.size) / math.sqrt(counts[s.modality]) for s in train_set])
+    weights /= weights.sum()
+    steps_per_epoch = max(1, math.ceil(len(train_set) / cfg.batch_size))
+    total_steps = max(
+        cfg.steps or 0,
+        int(math.ceil((cfg.epochs or 0) * steps_per_epoch)),
+    )
+
+    model = UNet(UNetConfig(1, 3, tuple(cfg.features))).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    class_weights = torch.tensor([1.0, cfg.border_weight, 1.0], device=device)
+    step, elapsed, best_score, history = 0, 0.0, -1.0, []
+    if resume and resume_path.is_file():
+        state = torch.load(resume_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed, best_score, history = state["step"], state["elapsed"], state["best_score"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        log(f"resumed from {resume_path} at step {step} ({elapsed / 60:.1f} min)")
+
+    def progress_of(step: int, elapsed: float) -> float:
+        parts = []
+        if total_steps:
+            parts.append(step / total_steps)
+        if cfg.minutes:
+            parts.append(elapsed / (cfg.minutes * 60))
+        return max(parts)  # stop at whichever budget is reached first
+
+    meta = {
+        "normalization": {"method": "gray, percentile stretch, invert light background",
+                          "p_low": cfg.p_low, "p_high": cfg.p_high},
+        "border_width": cfg.border_width,
+        "training": {**asdict(cfg), "features": list(cfg.features), "data": str(data),
+                     "n_train": len(train_set), "n_validation": len(val_set), "device": str(device)},
+    }
+    predictor = Predictor(model, meta, device)
+    params = WatershedParams()
+    bar = progress_bar(total=total_steps or None) if progress_bar else None
+    if bar is not None:
+        bar.update(step)
+    start = time.perf_counter() - elapsed
+    use_amp = device.type == "cuda"
+    loss_avg = None
+    while progress_of(step, elapsed) < 1.0:
+        model.train()
+        xs, ys, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
+                                   cfg.batch_size, cfg.crop_size, rng)
+        x = torch.from_numpy(xs).to(device, non_blocking=True)
+        y = torch.from_numpy(ys).to(device, non_blocking=True)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(progress_of(step, elapsed))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=class_weights) + cfg.dice_weight * soft_dice_loss(logits, y)
+        if not torch.isfinite(loss):
+            names = ", ".join(train_set[i].image_id for i in idx)
+            raise NucleisegError(f"non-finite loss at step {step} on images {names}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        elapsed = time.perf_counter() - start
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{best_score:.3f}", device=device.type)
+        last = progress_of(step, elapsed) >= 1.0
+        if step % cfg.val_every == 0 or last:
+            model.eval()
+            score, per_mod, _ = evaluate(predictor, val_set, params)
+            history.append({"step": step, "minutes": elapsed / 60, "loss": loss_avg, "val_score": score,
+                            "val_per_modality": per_mod})
+            log(f"step {step} ({elapsed / 60:.1f} min) loss {loss_avg:.4f} val DSB {score:.4f} "
+                + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
+            if score > best_score:
+                best_score = score
+                save_model(out, model, {**meta, "watershed": params.to_dict(),
+                                        "validation": {"score": score, "per_modality": per_mod, "step": step}})
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
+                     "best_score": best_score, "history": history, "torch_rng": torch.get_rng_state(),
+                     "numpy_rng": rng.bit_generator.state}
+            atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
+            elapsed = time.perf_counter() - start  # validation time counts against --minutes
+    if bar is not None:
+        bar.close()
+    # tune the watershed on the best model's validation probabilities and store the result
+    best = Predictor.from_file(out, device)
+    _, _, probs = evaluate(best, val_set, params, keep_probabilities=True)
+    tuned, tuned_score = tune_watershed(probs, val_set)
+    score, per_mod, _ = evaluate(best, val_set, tuned)
+    final = {**best.config, "watershed": tuned.to_dict(),
+             "validation": {**best.config["validation"], "score": score, "per_modality": per_mod,
+                            "score_default_watershed": best.config["validation"]["score"],
+                            "ids": sorted(s.image_id for s in val_set)},
+             "history": history, "training_minutes": elapsed / 60}
+    final["training"]["steps_done"] = step
+    save_model(out, best.model, final)
+    log(f"best checkpoint: step {final['validation']['step']}, tuned watershed {tuned.to_dict()}, "
+        f"validation DSB {score:.4f} " + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
+    return final
