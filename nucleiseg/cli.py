@@ -49,7 +49,8 @@ def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None) -> Non
 
     try:
         rows = convert_dsb2018(src, dst, border_width, to_rle,
-                               progress=lambda it: tqdm(it, desc="convert", unit="image", file=sys.stderr))
+                               progress=lambda it, total: tqdm(it, total=total, desc="convert", unit="image",
+                                                                file=sys.stderr))
     except NucleisegError as exc:
         _fail(str(exc))
     failed = [r for r in rows if r.status != "ok"]
@@ -107,6 +108,107 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
         _fail(str(exc))
     v = result["validation"]
     click.echo(f"wrote {out}: validation DSB {v['score']:.4f} on {len(v['ids'])} images")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model file [default: bundled].")
+@click.option("--rle", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Kaggle submission CSV.")
+@click.option("--marker-threshold", type=float, help="Watershed marker threshold [default: the model's tuned value].")
+@click.option("--mask-threshold", type=float, help="Foreground threshold [default: the model's tuned value].")
+@click.option("--min-area", type=int, help="Smallest nucleus kept, pixels [default: the model's tuned value].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
+def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay) -> None:
+    """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
+
+    \b
+    Writes OUT/<ImageId>.tif (uint16 label image, 0 = background, 1..N nuclei) and
+    OUT/<ImageId>_overlay.png (outlines on the image). With no INPUTS, runs on the bundled
+    sample images and prints the DSB score against their bundled label images.
+    Examples:
+      nucleiseg predict -o out
+      nucleiseg predict my_images/ -o out --rle submission.csv
+    """
+    from .batch import predict_files, score_sources
+    from .data.sources import LabelSource, bundled_samples_dir
+    from .predict import Predictor
+
+    samples = not inputs
+    if samples:
+        inputs = (bundled_samples_dir() / "images",)
+    try:
+        predictor = Predictor.from_file(model, device)
+    except NucleisegError as exc:
+        _fail(str(exc))
+    ws = predictor.watershed
+    ws.marker_threshold = ws.marker_threshold if marker_threshold is None else marker_threshold
+    ws.mask_threshold = ws.mask_threshold if mask_threshold is None else mask_threshold
+    ws.min_area = ws.min_area if min_area is None else min_area
+    t0 = time.perf_counter()
+    try:
+        results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay,
+                                progress=lambda it: tqdm(it, desc=f"predict ({predictor.device.type})", unit="image",
+                                                         file=sys.stderr))
+    except NucleisegError as exc:
+        _fail(str(exc))
+    done = [r for r in results if r.status == "done"]
+    failed = [r for r in results if r.status != "done"]
+    for r in (results if samples or len(results) <= 20 else []):
+        click.echo(f"{r.image_id}: {r.n_nuclei} nuclei ({r.seconds * 1000:.0f} ms)" if r.status == "done"
+                   else f"{r.image_id}: FAILED {r.error}")
+    for r in (failed if not (samples or len(results) <= 20) else []):
+        click.echo(f"{r.image_id}: FAILED {r.error}")
+    total = time.perf_counter() - t0
+    click.echo(f"{len(done)} images labeled ({sum(r.n_nuclei for r in done)} nuclei) in {total:.1f} s "
+               f"on {predictor.device.type}, {len(failed)} failed; results in {out}/")
+    if samples:
+        report = score_sources(LabelSource(bundled_samples_dir() / "labels"), LabelSource(out))
+        for p in report.per_image:
+            click.echo(f"  DSB score {p['score']:.3f}  {p['image_id']} ({p['n_true']} true, {p['n_pred']} predicted)")
+        click.echo(f"DSB score on the {report.n_images} bundled samples: {report.score:.4f}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("true", type=click.Path(exists=True, path_type=Path))
+@click.argument("pred", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@click.option("--per-image", is_flag=True, help="Also print each image's score.")
+def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
+    """Score predictions PRED against ground truth TRUE with the DSB2018 metric.
+
+    \b
+    TRUE: a DSB2018 folder, a solution CSV, or a folder of label images.
+    PRED: a folder of label images (<ImageId>.tif / .png) or a submission CSV.
+    Images are matched by ImageId; a missing prediction counts as an empty one.
+    Example:
+      nucleiseg score ../shared/dsb2018/stage1_train out --json
+    """
+    from .batch import format_table, score_sources
+    from .data.sources import LabelSource
+
+    try:
+        report = score_sources(LabelSource(true), LabelSource(pred),
+                               progress=lambda it: tqdm(it, desc="score", unit="image", file=sys.stderr))
+    except NucleisegError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        if per_image:
+            for p in report.per_image:
+                click.echo(f"{p['score']:.4f}  {p['image_id']}")
+        click.echo(format_table(report))
+        click.echo(f"DSB score {report.score:.4f} over {report.n_images} images"
+                   + (f"; {len(report.missing)} without prediction (scored as empty)" if report.missing else "")
+                   + (f"; {len(report.extra)} predictions without truth ignored" if report.extra else ""))
+        for f in report.failed:
+            click.echo(f"failed {f['image_id']}: {f['error']}")
+    if report.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
         loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_avg:.3f}", val=f"{best_score:.3f}", device=device.type)
+            bar.set_postfix(loss=f"{loss_avg:.3f}", best_val=f"{max(best_score, 0):.3f}", refresh=False)
         last = progress_of(step, elapsed) >= 1.0
         if step % cfg.val_every == 0 or last:
             model.eval()

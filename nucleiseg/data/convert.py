@@ -60,9 +60,11 @@ def convert_dsb2018(
     dst: str | os.PathLike,
     border_width: int = DEFAULT_BORDER_WIDTH,
     to_rle: str | os.PathLike | None = None,
-    progress: Callable[[Iterator], Iterator] = lambda it: it,
+    progress: Callable[[Iterator, int], Iterator] = lambda it, total: it,
 ) -> list[ConvertRow]:
     """Convert a DSB2018 root folder (see module docstring). Returns the report rows.
+
+    ``progress(iterable, total)`` may wrap the per-image loop (e.g. in a tqdm bar).
 
     Raises
     ------
@@ -73,7 +75,7 @@ def convert_dsb2018(
     rows: list[ConvertRow] = []
     converted: list[tuple[str, Path]] = []
     ids = list_image_ids(src)
-    for image_id, item in zip(ids, progress(iter_dsb2018(src, ids))):
+    for image_id, item in zip(ids, progress(iter_dsb2018(src, ids), len(ids))):
         if isinstance(item, NucleisegError):
             rows.append(ConvertRow(image_id, "failed", defects=str(item)))
             continue

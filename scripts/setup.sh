@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up nucleiseg in ./.venv (created if absent): PyTorch first, then the project itself.
+#   bash scripts/setup.sh          # the package
+#   bash scripts/setup.sh test     # the package with its test dependencies
+# PyTorch: with an NVIDIA GPU (nvidia-smi lists one) the CUDA build from PyPI; otherwise the
+# CPU build (torch==2.13.0+cpu from a configured index or wheel folder, else PyTorch's CPU index),
+# so a CPU-only machine never downloads the CUDA packages. An installed torch is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+pip() { .venv/bin/python -m pip "$@"; }
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    pip install "torch==2.13.0"
+  else
+    pip install "torch==2.13.0+cpu" 2>/dev/null \
+      || pip install "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+pip install -e ".${1:+[$1]}"

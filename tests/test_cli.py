@@ -1,0 +1,117 @@
+"""The command line on bundled data: convert, train (a few steps), predict and score."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nucleiseg.cli import main
+from nucleiseg.data.images import read_label_image
+from nucleiseg.data.rle import read_solution_csv
+from nucleiseg.data.sources import bundled_samples_dir
+from nucleiseg.metrics import dsb_score
+
+
+def run(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_convert_train_predict_score(tmp_path, small_dsb, sample_labels):
+    data = tmp_path / "converted"
+    ids = sorted(p.name for p in small_dsb.iterdir())
+    shape = sample_labels[ids[1]].shape
+    cv2.imwrite(str(small_dsb / ids[1] / "masks" / "zz_empty.png"), np.zeros(shape, np.uint8))  # a defect
+    r = run("convert", small_dsb, data, "--to-rle", tmp_path / "labels.csv")
+    assert r.exit_code == 0, r.output
+    assert "converted 3 images" in r.output and "1 with annotation defects" in r.output
+    assert f"defects {ids[1]}: empty: zz_empty.png" in r.output
+    for image_id in ids:
+        labels = read_label_image(data / "labels" / f"{image_id}.tif")
+        np.testing.assert_array_equal(labels > 0, sample_labels[image_id] > 0)
+        assert labels.dtype == np.uint16
+        with np.load(data / "train" / f"{image_id}.npz") as z:
+            assert set(np.unique(z["classes"])) <= {0, 1, 2}
+    with open(data / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["image_id"] for r in rows] == ids and all(r["status"] == "ok" for r in rows)
+    assert "empty" in rows[1]["defects"] and rows[0]["defects"] == ""
+    rle_shapes = {i: sample_labels[i].shape for i in ids}
+    from_csv = read_solution_csv(tmp_path / "labels.csv", rle_shapes)
+    assert all(dsb_score(sample_labels[i], from_csv[i]) == 1.0 for i in ids)
+
+    model = tmp_path / "m.pt"
+    r = run("train", data, "--out", model, "--steps", 3, "--val-every", 2, "--features", "4,8,16",
+            "--crop-size", 64, "--batch-size", 2, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert model.is_file() and (tmp_path / "m.pt.resume.pt").is_file()
+    r = run("train", data, "--out", model, "--steps", 4, "--val-every", 2, "--features", "4,8,16",
+            "--crop-size", 64, "--batch-size", 2, "--device", "cpu", "--resume")
+    assert r.exit_code == 0, r.output
+
+    out = tmp_path / "pred"
+    r = run("predict", small_dsb, "-o", out, "--model", model, "--rle", tmp_path / "sub.csv")
+    assert r.exit_code == 0, r.output
+    for image_id in ids:
+        labels = read_label_image(out / f"{image_id}.tif")
+        assert labels.shape == sample_labels[image_id].shape and labels.dtype == np.uint16
+        found = np.unique(labels[labels > 0])
+        assert (found == np.arange(1, found.size + 1)).all()  # 1..N with no gap
+        assert (out / f"{image_id}_overlay.png").is_file()
+
+    r = run("score", small_dsb, out, "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["n_images"] == 3 and len(report["per_threshold"]) == 10
+    assert 0.0 <= report["score"] <= 1.0
+    # the submission CSV scores exactly as the label images it encodes
+    r2 = run("score", small_dsb, tmp_path / "sub.csv", "--json")
+    assert json.loads(r2.stdout)["score"] == pytest.approx(report["score"])
+
+
+def test_score_identical_and_missing(tmp_path):
+    labels = bundled_samples_dir() / "labels"
+    r = run("score", labels, labels)
+    assert r.exit_code == 0 and "DSB score 1.0000 over 8 images" in r.output
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(labels.iterdir())[0]
+    (one / first.name).write_bytes(first.read_bytes())
+    r = run("score", labels, one, "--json")
+    report = json.loads(r.stdout)
+    assert report["score"] == pytest.approx(1 / 8) and len(report["missing"]) == 7
+
+
+def test_predict_bundled_samples_main_job(tmp_path):
+    """The README's first command: the bundled model on the bundled samples, with a score."""
+    r = run("predict", "-o", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    assert "8 images labeled" in r.output and "DSB score on the 8 bundled samples" in r.output
+    score = float(r.output.strip().rsplit(" ", 1)[1])
+    assert score > 0.3  # the bundled model, not an untrained one
+
+
+def test_errors_are_one_line(tmp_path):
+    r = CliRunner().invoke(main, ["predict", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "no such file or folder" in r.output and "Traceback" not in r.output
+    (tmp_path / "bad.pt").write_text("x")
+    r = CliRunner().invoke(main, ["predict", "-o", str(tmp_path / "o"), "--model", str(tmp_path / "bad.pt")])
+    assert r.exit_code != 0 and "bad.pt" in r.output and "Traceback" not in r.output
+
+
+def test_predict_goes_on_past_a_bad_image(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((bundled_samples_dir() / "images").iterdir())[0]
+    (folder / good.name).write_bytes(good.read_bytes())
+    (folder / "broken.png").write_bytes(good.read_bytes()[:200])
+    r = CliRunner().invoke(main, ["predict", str(folder), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1
+    assert "broken: FAILED" in r.output and "1 images labeled" in r.output
+    assert (tmp_path / "o" / f"{good.stem}.tif").is_file()
+    assert not list((tmp_path / "o").glob("*.tmp*"))

@@ -1,0 +1,129 @@
+"""DSB2018 reading with defect reports, image reading, normalisation, U-Net shapes, model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import disk, make_dsb_item, write_png
+from nucleiseg.checkpoint import load_model, save_model
+from nucleiseg.data.dsb2018 import iter_dsb2018, read_item
+from nucleiseg.data.images import normalize_image, read_image, read_label_image, write_label_image
+from nucleiseg.errors import ImageReadError, ModelFileError
+from nucleiseg.model import UNet, UNetConfig
+
+
+def test_defects_are_reported_not_hidden(tmp_path):
+    shape = (40, 50)
+    image = np.full(shape + (3,), 20, np.uint8)
+    a = disk(shape, (10, 10), 5)
+    b = disk(shape, (10, 17), 5)  # overlaps a
+    two_pieces = disk(shape, (30, 10), 3) | disk(shape, (30, 40), 3)
+    empty = np.zeros(shape, bool)
+    wrong = np.ones((10, 10), bool)
+    make_dsb_item(tmp_path, "img", image, [a, b, two_pieces, empty, wrong])
+    item = read_item(tmp_path, "img")
+    kinds = sorted(d.kind for d in item.defects)
+    assert kinds == ["disconnected", "empty", "overlap", "shape"]
+    assert item.n_nuclei == 3
+    # overlap pixels stay with the earlier mask; no nucleus silently dropped
+    assert (item.labels[a] == 1).all()
+    assert set(np.unique(item.labels[b])) == {1, 2}
+    assert (item.labels[two_pieces] == 3).all()
+
+
+def test_missing_image_is_reported_and_batch_goes_on(tmp_path):
+    make_dsb_item(tmp_path, "good", np.zeros((8, 8), np.uint8), [disk((8, 8), (4, 4), 2)])
+    (tmp_path / "bad" / "images").mkdir(parents=True)
+    out = list(iter_dsb2018(tmp_path))
+    assert isinstance(out[0], ImageReadError) and "missing image bad.png" in str(out[0])
+    assert out[1].image_id == "good" and out[1].n_nuclei == 1
+
+
+def test_real_defects_on_bundled_sample(dsb_root, sample_ids):
+    # 0a7d30b2... has two masks that share 2 pixels in the released data
+    image_id = next(i for i in sample_ids if i.startswith("0a7d30b25235"))
+    item = read_item(dsb_root, image_id)
+    assert [d.kind for d in item.defects] == ["overlap"]
+    assert "2 px" in item.defects[0].detail
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.uint8, 0), (np.uint8, 3), (np.uint8, 4), (np.uint16, 0), (np.uint16, 3)])
+def test_read_image_types(tmp_path, dtype, channels):
+    shape = (7, 9) + ((channels,) if channels else ())
+    data = (np.arange(np.prod(shape)).reshape(shape) * 97 % np.iinfo(dtype).max).astype(dtype)
+    write_png(tmp_path / "x.png", data)
+    got = read_image(tmp_path / "x.png")
+    assert got.dtype == dtype and got.shape == shape
+    if channels == 0:
+        np.testing.assert_array_equal(got, data)
+
+
+def test_read_image_errors(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(ImageReadError, match="text.png: not a readable image"):
+        read_image(tmp_path / "text.png")
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_label_tiff_round_trip(tmp_path, sample_labels):
+    import imageio.v3 as iio
+    import tifffile
+
+    labels = next(iter(sample_labels.values()))
+    write_label_image(tmp_path / "l.tif", labels)
+    np.testing.assert_array_equal(read_label_image(tmp_path / "l.tif"), labels)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "l.tif"), labels)
+    assert tifffile.imread(tmp_path / "l.tif").dtype == np.uint16
+    np.testing.assert_array_equal(iio.imread(tmp_path / "l.tif"), labels)
+
+
+def test_normalization_puts_nuclei_bright():
+    dark_bg = np.full((32, 32), 10, np.uint8)
+    dark_bg[8:16, 8:16] = 200
+    light_bg = 255 - dark_bg
+    a, b = normalize_image(dark_bg), normalize_image(light_bg)
+    assert a[10, 10] > 0.9 and a[0, 0] < 0.1
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert normalize_image(np.full((5, 5), 7, np.uint16)).max() == 0
+    rgb16 = np.stack([dark_bg.astype(np.uint16) * 200] * 3 + [np.full((32, 32), 65535, np.uint16)], axis=-1)
+    np.testing.assert_allclose(normalize_image(rgb16), a, atol=1e-6)
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (7, 13), (31, 64), (65, 33), (100, 257)])
+def test_unet_output_shape_any_size(h, w):
+    model = UNet(UNetConfig(1, 3, (4, 8, 16, 32))).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, h, w))
+    assert out.shape == (2, 3, h, w)
+
+
+def test_model_file_round_trip_and_refusals(tmp_path):
+    model = UNet(UNetConfig(1, 3, (4, 8))).eval()
+    save_model(tmp_path / "m.pt", model, {"watershed": {"marker_threshold": 0.7}}, half=False)
+    loaded, config = load_model(tmp_path / "m.pt")
+    x = torch.rand(1, 1, 20, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert config["watershed"]["marker_threshold"] == 0.7 and config["unet"]["features"] == [4, 8]
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "nucleiseg-model", "evil": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError, match="not a loadable"):
+        load_model(tmp_path / "evil.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["config"]["unet"]["features"] = [4, 8, 16]
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(ModelFileError, match="do not match"):
+        load_model(tmp_path / "mismatch.pt")
+    (tmp_path / "junk.pt").write_text("junk")
+    with pytest.raises(ModelFileError):
+        load_model(tmp_path / "junk.pt")

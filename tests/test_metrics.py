@@ -1,0 +1,131 @@
+"""The DSB2018 score on hand-made label images with known answers, and against a naive reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nucleiseg.metrics import THRESHOLDS, dataset_table, dsb_score, matching_table
+
+
+def naive_dsb_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Independent reference: per-object boolean masks, IoU by set counting, greedy matching."""
+    t_ids = [k for k in np.unique(y_true) if k != 0]
+    p_ids = [k for k in np.unique(y_pred) if k != 0]
+    if not t_ids and not p_ids:
+        return 1.0
+    iou = np.zeros((len(t_ids), len(p_ids)))
+    for i, a in enumerate(t_ids):
+        for j, b in enumerate(p_ids):
+            A, B = y_true == a, y_pred == b
+            iou[i, j] = (A & B).sum() / (A | B).sum()
+    scores = []
+    for t in THRESHOLDS:
+        tp = int((iou > t).any(axis=1).sum()) if p_ids else 0
+        fp, fn = len(p_ids) - tp, len(t_ids) - tp
+        scores.append(tp / (tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def square(shape, r0, c0, size):
+    out = np.zeros(shape, bool)
+    out[r0 : r0 + size, c0 : c0 + size] = True
+    return out
+
+
+def test_identical_and_gapped_labels():
+    y = np.zeros((20, 20), np.uint16)
+    y[square(y.shape, 1, 1, 5)] = 3
+    y[square(y.shape, 10, 10, 6)] = 17
+    assert dsb_score(y, y) == 1.0
+    relabeled = np.where(y == 3, 1000, np.where(y == 17, 2, 0)).astype(np.uint32)
+    assert dsb_score(y, relabeled) == 1.0
+
+
+def test_empty_cases():
+    empty = np.zeros((8, 8), np.uint8)
+    one = empty.copy()
+    one[2:5, 2:5] = 1
+    assert dsb_score(empty, empty) == 1.0
+    assert dsb_score(one, empty) == 0.0
+    assert dsb_score(empty, one) == 0.0
+    rows = matching_table(empty, empty)
+    assert all(r.tp == r.fp == r.fn == 0 and r.dsb_precision == 1.0 for r in rows)
+
+
+def test_merge_known_answer():
+    # two true 10x10 squares side by side; the prediction merges them into one 10x20 object:
+    # IoU = 100 / 200 = 0.5 exactly, which is NOT > 0.5: no match at any threshold.
+    y_true = np.zeros((12, 24), np.uint8)
+    y_true[1:11, 1:11] = 1
+    y_true[1:11, 11:21] = 2
+    y_pred = (y_true > 0).astype(np.uint8)
+    rows = matching_table(y_true, y_pred)
+    assert [(r.tp, r.fp, r.fn) for r in rows] == [(0, 1, 2)] * 10
+    assert dsb_score(y_true, y_pred) == 0.0
+
+
+def test_split_known_answer():
+    # one true 10x10 square; prediction splits it 6 / 4 columns: IoU 0.6 and 0.4.
+    y_true = np.zeros((12, 12), np.uint8)
+    y_true[1:11, 1:11] = 1
+    y_pred = np.zeros_like(y_true)
+    y_pred[1:11, 1:7] = 1
+    y_pred[1:11, 7:11] = 2
+    rows = matching_table(y_true, y_pred)
+    # t = 0.50, 0.55: one TP (IoU 0.6), one FP -> 1/2; t >= 0.60: 0.6 is not > 0.6 -> 0 / 3
+    expected = [0.5, 0.5] + [0.0] * 8
+    assert [r.dsb_precision for r in rows] == pytest.approx(expected)
+    assert dsb_score(y_true, y_pred) == pytest.approx(0.1)
+    assert rows[0].mean_matched_iou == pytest.approx(0.6)
+    assert rows[0].precision == 0.5 and rows[0].recall == 1.0
+
+
+def test_partial_overlap_known_answer():
+    # true 10x10, prediction the same square shifted by 1 column: IoU = 90 / 110 = 0.818...
+    y_true = np.zeros((12, 13), np.uint8)
+    y_true[1:11, 1:11] = 1
+    y_pred = np.zeros_like(y_true)
+    y_pred[1:11, 2:12] = 5
+    # matched for t in 0.50..0.80 (7 thresholds), not for 0.85, 0.90, 0.95
+    assert dsb_score(y_true, y_pred) == pytest.approx(7 / 10)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_against_naive_reference(seed):
+    rng = np.random.default_rng(seed)
+    y_true = np.zeros((40, 40), np.int32)
+    y_pred = np.zeros((40, 40), np.int32)
+    for k in range(8):
+        r, c, s = rng.integers(0, 32, 2).tolist() + [int(rng.integers(3, 9))]
+        y_true[r : r + s, c : c + s] = rng.integers(1, 500)
+        y_pred[r + rng.integers(-2, 3) : r + s, c : c + s + rng.integers(-2, 3)] = rng.integers(1, 500)
+    y_true[y_true < 0] = 0
+    assert dsb_score(y_true, y_pred) == pytest.approx(naive_dsb_score(y_true, y_pred))
+
+
+def test_score_on_real_labels_against_reference(sample_labels):
+    from scipy import ndimage
+
+    labels = next(iter(sample_labels.values())).astype(np.int32)
+    shifted = ndimage.shift(labels, (1, 2), order=0)  # a realistic imperfect prediction
+    assert dsb_score(labels, shifted) == pytest.approx(naive_dsb_score(labels, shifted))
+
+
+def test_dataset_table_sums_counts():
+    a = np.zeros((10, 10), np.uint8)
+    a[1:4, 1:4] = 1
+    b = np.zeros((10, 10), np.uint8)
+    tables = [matching_table(a, a), matching_table(a, b)]
+    total = dataset_table(tables)
+    assert (total[0].tp, total[0].fp, total[0].fn) == (1, 0, 1)
+    assert total[0].recall == 0.5 and total[0].precision == 1.0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="shapes differ"):
+        dsb_score(np.zeros((3, 3), np.uint8), np.zeros((3, 4), np.uint8))
+    with pytest.raises(ValueError, match="integer"):
+        dsb_score(np.zeros((3, 3), np.float32), np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match="negative"):
+        dsb_score(-np.ones((3, 3), np.int32), np.zeros((3, 3), np.uint8))
