@@ -1,1 +1,38 @@
-"""nucleiseg: nucleus instance segmentation."""
+"""nucleiseg: find every cell nucleus in a microscopy image and give each its own label.
+
+The pipeline, one module each::
+
+    data (DSB2018 reading, RLE, images) -> targets -> model (U-Net) -> train
+    -> predict -> postprocess (watershed) -> metrics (DSB2018 score), and cli on top.
+
+Example
+-------
+>>> import nucleiseg
+>>> predictor = nucleiseg.Predictor.from_file()          # the bundled model
+>>> labels = predictor.predict(nucleiseg.read_image("cells.png"))   # doctest: +SKIP
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .data.dsb2018 import DSBItem, Defect, iter_dsb2018, read_item
+from .data.images import normalize_image, read_image, read_label_image, write_label_image
+from .data.rle import decode_labels, decode_rle, encode_labels, read_solution_csv, write_submission
+from .errors import AnnotationError, ImageReadError, ModelFileError, NucleisegError, RLEError
+from .metrics import MatchingStats, dataset_table, dsb_score, matching_table
+from .model import UNet, UNetConfig
+from .postprocess import WatershedParams, probabilities_to_labels
+from .predict import Predictor
+from .targets import class_map, contact_border, sigmoid_targets, softmax_targets
+
+try:
+    __version__ = version("nucleiseg")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AnnotationError", "DSBItem", "Defect", "ImageReadError", "MatchingStats", "ModelFileError", "NucleisegError",
+    "Predictor", "RLEError", "UNet", "UNetConfig", "WatershedParams", "class_map", "contact_border", "dataset_table",
+    "decode_labels", "decode_rle", "dsb_score", "encode_labels", "iter_dsb2018", "matching_table", "normalize_image",
+    "probabilities_to_labels", "read_image", "read_item", "read_label_image", "read_solution_csv", "sigmoid_targets",
+    "softmax_targets", "write_label_image", "write_submission",
+]
