@@ -211,5 +211,77 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
         sys.exit(1)
 
 
+DEFAULT_DSB = "../shared/dsb2018/stage1_train"
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks on real DSB2018 data, timed against references in the same run."""
+
+
+@bench.command("weightmap")
+@click.argument("dsb_dir", default=DEFAULT_DSB, type=click.Path(exists=True, path_type=Path))
+@click.option("--limit", type=int, help="Only the first N images (the 375-nucleus image is always included).")
+@click.option("--no-reference", is_flag=True, help="Skip the O(K H W) reference (about 450 s for all 664 images).")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure peak extra memory on the 375-nucleus image (fresh processes).")
+@click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
+def bench_weightmap_cmd(dsb_dir: Path, limit: int | None, no_reference: bool, memory: bool, as_json: Path | None) -> None:
+    """U-Net weight maps: ours vs the per-nucleus reference vs one SciPy EDT, per image and in total.
+
+    \b
+    Example:
+      nucleiseg bench weightmap ../shared/dsb2018/stage1_train
+    """
+    from .benchmark import BIG_IMAGE, bench_weightmap, format_weightmap, peak_extra_memory_mb, to_json
+    from .data.sources import LabelSource
+
+    source = LabelSource(dsb_dir)
+    ids = source.ids()
+    if limit is not None:
+        ids = ids[:limit] + ([BIG_IMAGE] if BIG_IMAGE in ids[limit:] else [])
+    result = bench_weightmap(dsb_dir, ids, reference=not no_reference,
+                             progress=lambda it: tqdm(it, desc="weight maps", unit="image", file=sys.stderr))
+    click.echo(format_weightmap(result))
+    if memory and BIG_IMAGE in ids:
+        labels = source.get(BIG_IMAGE)
+        result["peak_extra_mb"] = {m: peak_extra_memory_mb(labels, m) for m in ("ours", "edt", "reference")}
+        click.echo("peak extra memory on the 375-nucleus image: "
+                   + ", ".join(f"{m} {v:.0f} MB" for m, v in result["peak_extra_mb"].items()))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
+@bench.command("score")
+@click.argument("dsb_dir", default=DEFAULT_DSB, type=click.Path(exists=True, path_type=Path))
+@click.option("--huge/--no-huge", default=True, show_default=True, help="Also score a 16384 x 16384 mosaic (ours only).")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path),
+              help="Predict the 603 x 1272 image with this model [default: bundled] for the first case.")
+@click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
+def bench_score_cmd(dsb_dir: Path, huge: bool, model: Path | None, as_json: Path | None) -> None:
+    """The DSB score: ours vs StarDist's matching vs the Kaggle-kernel formulation.
+
+    \b
+    StarDist is a benchmark-only extra: pip install --no-deps stardist csbdeep six
+    StarDist counts a match at IoU >= t, the DSB2018 rule (and ours) at IoU > t; counts differ
+    only for pairs whose IoU equals a threshold exactly.
+    Example:
+      nucleiseg bench score ../shared/dsb2018/stage1_train
+    """
+    from .benchmark import BIG_IMAGE, bench_score, format_score, to_json
+    from .data.dsb2018 import image_path
+    from .data.images import read_image
+    from .predict import Predictor
+
+    try:
+        prediction = Predictor.from_file(model, "cpu").predict(read_image(image_path(dsb_dir, BIG_IMAGE)))
+    except NucleisegError as exc:
+        _fail(str(exc))
+    result = bench_score(dsb_dir, prediction, huge=huge)
+    click.echo(format_score(result))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
 if __name__ == "__main__":
     main()

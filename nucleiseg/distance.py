@@ -189,7 +189,8 @@ def _nucleus_distances(labels, label, r0, r1, c0, c1, radius, d1, d2, g, f, res,
 
 
 @njit(cache=True, parallel=True)
-def _two_nearest_kernel(labels, ids, boxes, radius, n_chunks):
+def _chunk_distances(labels, ids, boxes, radius, n_chunks):
+    """Per chunk of nuclei (k = t, t + n_chunks, ...), the two smallest distances to its nuclei."""
     h, w = labels.shape
     d1s = np.full((n_chunks, h, w), np.float32(_INF), np.float32)
     d2s = np.full((n_chunks, h, w), np.float32(_INF), np.float32)
@@ -210,19 +211,33 @@ def _two_nearest_kernel(labels, ids, boxes, radius, n_chunks):
         for k in range(t, n, n_chunks):
             _nucleus_distances(labels, ids[k], boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3], radius,
                                d1s[t], d2s[t], g, f, res, v, z)
-    # merge: the chunks hold distinct nuclei, so the two smallest of all candidates are d1, d2
-    d1 = d1s[0].copy()
-    d2 = d2s[0].copy()
-    for t in range(1, n_chunks):
-        for r in prange(h):
-            for c in range(w):
-                a1, a2 = d1[r, c], d2[r, c]
-                b1, b2 = d1s[t, r, c], d2s[t, r, c]
-                if b1 < a1:
-                    d1[r, c] = b1
-                    d2[r, c] = min(a1, b2)
-                else:
-                    d2[r, c] = min(a2, b1)
+    return d1s, d2s
+
+
+@njit(cache=True, inline="always")
+def merge_pair(d1s, d2s, r, c):
+    """The two smallest distances at (r, c) over chunks holding distinct nuclei."""
+    a1 = d1s[0, r, c]
+    a2 = d2s[0, r, c]
+    for t in range(1, d1s.shape[0]):
+        b1 = d1s[t, r, c]
+        b2 = d2s[t, r, c]
+        if b1 < a1:
+            a2 = min(a1, b2)
+            a1 = b1
+        else:
+            a2 = min(a2, b1)
+    return a1, a2
+
+
+@njit(cache=True, parallel=True)
+def _merge(d1s, d2s):
+    h, w = d1s.shape[1], d1s.shape[2]
+    d1 = np.empty((h, w), np.float32)
+    d2 = np.empty((h, w), np.float32)
+    for r in prange(h):
+        for c in range(w):
+            d1[r, c], d2[r, c] = merge_pair(d1s, d2s, r, c)
     return d1, d2
 
 
@@ -274,11 +289,17 @@ def two_nearest_distances(labels: np.ndarray, max_distance: float) -> tuple[np.n
         raise ValueError("labels hold negative values")
     if not max_distance > 0:
         raise ValueError(f"max_distance must be > 0, got {max_distance}")
-    lab = np.ascontiguousarray(labels, dtype=np.int64)
-    ids, boxes = _bounding_boxes(lab)
-    radius = int(np.ceil(max_distance))
-    n_chunks = max(1, min(numba.get_num_threads(), len(ids)))
-    d1, d2 = _two_nearest_kernel(lab, ids, boxes, radius, n_chunks)
+    d1, d2 = _merge(*chunk_distances(labels, max_distance))
     d1[d1 > max_distance] = np.inf
     d2[d2 > max_distance] = np.inf
     return d1, d2
+
+
+def chunk_distances(labels: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """The unmerged form of :func:`two_nearest_distances` (no input checks): (n_chunks, H, W)
+    float32 arrays d1s, d2s, each chunk over its own nuclei; :func:`merge_pair` combines them."""
+    lab = np.ascontiguousarray(labels)
+    ids, boxes = _bounding_boxes(lab)
+    radius = int(np.ceil(max_distance))
+    n_chunks = max(1, min(numba.get_num_threads(), len(ids)))
+    return _chunk_distances(lab, ids, boxes, radius, n_chunks)

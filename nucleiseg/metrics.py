@@ -12,8 +12,9 @@ Empty cases: no true and no predicted object gives 1.0 at every threshold; one s
 gives 0.0.
 
 All IoUs come from the histogram of (true label, predicted label) pairs over the pixels where
-both are non-zero: memory is O(pixels + overlapping pairs), never K_true x K_pred, and labels
-may have gaps. Threshold tests are exact integer arithmetic (20 * |A & B| > k * |A | B| for
+both are non-zero, built in one numba pass (a counting sort by true label, then a scratch count
+per true object): time and memory O(pixels + labels + overlapping pairs), never K_true x K_pred.
+Labels may have gaps; label values far above the pixel count are first compacted with np.unique. Threshold tests are exact integer arithmetic (20 * |A & B| > k * |A | B| for
 t = k / 20), so an IoU of exactly 0.5 is not a match at t = 0.5.
 
 StarDist's ``matching`` counts a match at IoU >= t; the two agree except for pairs whose IoU
@@ -25,6 +26,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numba import njit
 
 #: The DSB2018 IoU thresholds 0.50, 0.55, ..., 0.95 as k / 20.
 THRESHOLD_NUMERATORS = np.arange(10, 20)
@@ -88,30 +90,90 @@ def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray):
     ValueError
         if the inputs are not 2-D non-negative integer arrays of one shape.
     """
-    y_true = _check(y_true, "y_true").ravel()
-    y_pred = _check(y_pred, "y_pred").ravel()
+    y_true = _check(y_true, "y_true")
+    y_pred = _check(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"shapes differ: y_true {y_true.shape} vs y_pred {y_pred.shape}")
-    true_ids, true_inv, true_areas = np.unique(y_true, return_inverse=True, return_counts=True)
-    pred_ids, pred_inv, pred_areas = np.unique(y_pred, return_inverse=True, return_counts=True)
-    # drop background (always the first id when present)
-    t_off = 1 if true_ids.size and true_ids[0] == 0 else 0
-    p_off = 1 if pred_ids.size and pred_ids[0] == 0 else 0
-    both = (y_true != 0) & (y_pred != 0)
-    n_pred = pred_ids.size
-    keys = true_inv[both].astype(np.int64) * n_pred + pred_inv[both]
-    pair_keys, pair_inter = np.unique(keys, return_counts=True)
-    pair_true = pair_keys // n_pred - t_off if n_pred else pair_keys
-    pair_pred = pair_keys % n_pred - p_off if n_pred else pair_keys
-    return (
-        true_ids[t_off:],
-        true_areas[t_off:],
-        pred_ids[p_off:],
-        pred_areas[p_off:],
-        pair_true,
-        pair_pred,
-        pair_inter,
-    )
+    t, t_values = _dense_labels(np.ascontiguousarray(y_true).ravel())
+    p, p_values = _dense_labels(np.ascontiguousarray(y_pred).ravel())
+    nt = int(t.max(initial=0)) if t_values is not None else int(y_true.max(initial=0))
+    np_ = int(p.max(initial=0)) if p_values is not None else int(y_pred.max(initial=0))
+    area_t, area_p, pair_t, pair_p, inter = _pair_histogram(t, p, nt, np_)
+    t_ids = np.flatnonzero(area_t)
+    p_ids = np.flatnonzero(area_p)
+    t_ids, p_ids = t_ids[t_ids > 0], p_ids[p_ids > 0]
+    t_index = np.cumsum(area_t > 0) - (1 if area_t[0] > 0 else 0) - 1
+    p_index = np.cumsum(area_p > 0) - (1 if area_p[0] > 0 else 0) - 1
+    true_ids = t_ids if t_values is None else t_values[t_ids]
+    pred_ids = p_ids if p_values is None else p_values[p_ids]
+    return (true_ids, area_t[t_ids], pred_ids, area_p[p_ids], t_index[pair_t], p_index[pair_p], inter)
+
+
+def _dense_labels(flat: np.ndarray):
+    """Labels usable as array indices: as they are when the largest is at most a few times the
+    pixel count (no copy), else compacted to 0..K with np.unique (values returned)."""
+    top = int(flat.max(initial=0))
+    if top <= max(4 * flat.size, 1 << 16):
+        return flat, None
+    values, inverse = np.unique(flat, return_inverse=True)
+    if values[0] != 0:  # keep 0 = background
+        values = np.concatenate([[0], values])
+        inverse = inverse + 1
+    return inverse.astype(np.int64), values
+
+
+@njit(cache=True)
+def _pair_histogram(t, p, nt, np_):
+    """Areas of labels 0..nt / 0..np_ and every overlapping (true, pred) pair's intersection.
+
+    One counting sort of the foreground pixels by true label, then per true label a scratch
+    count over the predicted labels it meets: O(pixels + labels) time and memory.
+    """
+    n = t.shape[0]
+    area_t = np.zeros(nt + 1, np.int64)
+    area_p = np.zeros(np_ + 1, np.int64)
+    start = np.zeros(nt + 2, np.int64)
+    for i in range(n):
+        a = t[i]
+        b = p[i]
+        area_t[a] += 1
+        area_p[b] += 1
+        if a != 0 and b != 0:
+            start[a + 1] += 1
+    for k in range(1, nt + 2):
+        start[k] += start[k - 1]
+    fill = start.copy()
+    bucket = np.empty(start[nt + 1], np.int64)
+    for i in range(n):
+        a = t[i]
+        b = p[i]
+        if a != 0 and b != 0:
+            bucket[fill[a]] = b
+            fill[a] += 1
+    seen = np.full(np_ + 1, -1, np.int64)
+    count = np.zeros(np_ + 1, np.int64)
+    touched = np.empty(np_ + 1, np.int64)
+    pair_t = np.empty(bucket.shape[0], np.int64)
+    pair_p = np.empty(bucket.shape[0], np.int64)
+    inter = np.empty(bucket.shape[0], np.int64)
+    n_pairs = 0
+    for a in range(1, nt + 1):
+        m = 0
+        for j in range(start[a], start[a + 1]):
+            b = bucket[j]
+            if seen[b] != a:
+                seen[b] = a
+                count[b] = 0
+                touched[m] = b
+                m += 1
+            count[b] += 1
+        for j in range(m):
+            b = touched[j]
+            pair_t[n_pairs] = a
+            pair_p[n_pairs] = b
+            inter[n_pairs] = count[b]
+            n_pairs += 1
+    return area_t, area_p, pair_t[:n_pairs], pair_p[:n_pairs], inter[:n_pairs]
 
 
 def _stats(threshold: float, tp: int, n_true: int, n_pred: int, iou_sum: float) -> MatchingStats:

@@ -15,7 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .distance import two_nearest_distances
+from numba import njit, prange
+
+from .distance import chunk_distances, merge_pair
 
 
 def class_balance_weights(labels: np.ndarray) -> tuple[float, float]:
@@ -76,12 +78,24 @@ def unet_weight_map(
         if len(cw) != 2 or min(cw) < 0 or not np.all(np.isfinite(cw)):
             raise ValueError(f"class_weights must be (background, foreground) >= 0, got {class_weights!r}")
         w_bg, w_fg = cw
-    background = labels == 0
-    weights = np.where(background, np.float32(w_bg), np.float32(w_fg)).astype(np.float32)
-    if w0 == 0 or not background.any():
-        return weights
-    d1, d2 = two_nearest_distances(labels, 6.0 * sigma)
-    near = background & np.isfinite(d2)
-    s = d1[near] + d2[near]
-    weights[near] += np.float32(w0) * np.exp(-(s * s) / np.float32(2.0 * sigma * sigma))
-    return weights
+    if w0 == 0 or labels.size == 0:
+        return np.where(labels == 0, np.float32(w_bg), np.float32(w_fg)).astype(np.float32)
+    d1s, d2s = chunk_distances(labels, 6.0 * sigma)
+    return _weights(labels, d1s, d2s, np.float32(w_bg), np.float32(w_fg), np.float32(w0),
+                    np.float32(1.0 / (2.0 * sigma * sigma)), np.float32(6.0 * sigma))
+
+
+@njit(cache=True, parallel=True)
+def _weights(labels, d1s, d2s, w_bg, w_fg, w0, inv_two_sigma2, cutoff):
+    """Eq. 2 per pixel from the per-chunk distances, in one pass (merge fused in)."""
+    h, w = labels.shape
+    out = np.empty((h, w), np.float32)
+    for r in prange(h):
+        for c in range(w):
+            if labels[r, c] != 0:
+                out[r, c] = w_fg
+                continue
+            d1, d2 = merge_pair(d1s, d2s, r, c)
+            s = d1 + d2
+            out[r, c] = w_bg + w0 * np.exp(-s * s * inv_two_sigma2) if s <= cutoff else w_bg
+    return out

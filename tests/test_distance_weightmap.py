@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,12 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from conftest import REPO
 from nucleiseg.distance import edt, two_nearest_distances
 from nucleiseg.weightmap import class_balance_weights, unet_weight_map
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-from references import two_nearest_reference, unet_weight_map_reference  # noqa: E402
+from nucleiseg.references import two_nearest_reference, unet_weight_map_reference
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 17), (23, 1), (7, 13), (64, 33), (101, 257)])

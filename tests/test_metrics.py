@@ -129,3 +129,15 @@ def test_bad_input():
         dsb_score(np.zeros((3, 3), np.float32), np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="negative"):
         dsb_score(-np.ones((3, 3), np.int32), np.zeros((3, 3), np.uint8))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_huge_label_values_and_no_background(seed):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 6, (30, 30)).astype(np.int64)
+    y_pred = np.roll(y_true, 1, axis=1)
+    expected = naive_dsb_score(y_true, y_pred)
+    huge = np.where(y_true > 0, y_true * 10**12 + 7, 0)  # exercises the np.unique compaction path
+    assert dsb_score(huge, y_pred) == pytest.approx(expected)
+    assert dsb_score(y_true.astype(np.uint8), (y_pred + 1).astype(np.uint32)) == pytest.approx(
+        naive_dsb_score(y_true, y_pred + 1))  # prediction with no background pixel

@@ -1,0 +1,233 @@
+"""Benchmarks on real DSB2018 data: weight maps and the score, against references, in one run.
+
+Every figure is a time measured in the same process and run as its reference, so ratios hold
+on any machine. numba compile time is measured once and reported apart from per-image times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from scipy import ndimage
+
+from .data.sources import LabelSource
+from .metrics import matching_table
+from .references import kaggle_kernel_score, unet_weight_map_reference
+from .weightmap import unet_weight_map
+
+BIG_IMAGE = "a102535b0e88374bea4a1cfd9ee7cb3822ff54f4ab2a9845d428ec22f9ee2288"  # 603 x 1272, 375 nuclei
+
+
+def machine() -> str:
+    """One line naming this machine: CPU model, cores used, Python and library versions."""
+    import numba
+    import scipy
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores (numba threads {numba.get_num_threads()}), Python "
+            f"{platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}, numba {numba.__version__}")
+
+
+def _best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def compile_seconds() -> float:
+    """Time of the first weight-map call on a tiny image (numba compile, or cache load)."""
+    tiny = np.zeros((8, 8), np.uint16)
+    tiny[1:3, 1:3], tiny[4:6, 4:6] = 1, 2
+    t0 = time.perf_counter()
+    unet_weight_map(tiny)
+    return time.perf_counter() - t0
+
+
+def peak_extra_memory_mb(labels: np.ndarray, method: str) -> float:
+    """Peak resident memory added by one call of ``method`` ('ours', 'reference', 'edt'),
+    measured in a fresh process (getrusage high-water mark after minus before the call)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "labels.npy"
+        np.save(path, labels)
+        code = (
+            "import resource, sys, numpy as np\n"
+            "from scipy import ndimage\n"
+            "from nucleiseg.weightmap import unet_weight_map\n"
+            "from nucleiseg.references import unet_weight_map_reference\n"
+            f"labels = np.load({str(path)!r})\n"
+            "t = np.zeros((8, 8), np.uint16); t[1:3, 1:3] = 1; t[4:6, 4:6] = 2; unet_weight_map(t)\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"m = {method!r}\n"
+            "out = (unet_weight_map(labels) if m == 'ours' else unet_weight_map_reference(labels) if m == 'reference'"
+            " else ndimage.distance_transform_edt(labels != 0))\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_weightmap(root: Path, image_ids: list[str] | None = None, reference: bool = True,
+                    progress: Callable[[Iterable], Iterator] = iter) -> dict:
+    """Per image: our weight map, the per-nucleus reference, one SciPy EDT; times in seconds.
+
+    Returns {"machine", "compile_s", "rows": [...], "total": {...}}. Each row: image_id, shape,
+    nuclei, ours_s (best of 3), edt_s (best of 3), reference_s (one run; None when skipped),
+    max_abs_diff (ours vs reference).
+    """
+    source = LabelSource(root)
+    ids = image_ids or source.ids()
+    result = {"machine": machine(), "compile_s": compile_seconds(), "rows": []}
+    for image_id in progress(ids):
+        labels = source.get(image_id)
+        ours_s, ours = _best_of(lambda: unet_weight_map(labels), 3)
+        edt_s, _ = _best_of(lambda: ndimage.distance_transform_edt(labels != 0), 3)
+        row = {"image_id": image_id, "shape": list(labels.shape), "nuclei": int(len(np.unique(labels)) - 1),
+               "ours_s": ours_s, "edt_s": edt_s, "reference_s": None, "max_abs_diff": None}
+        if reference:
+            ref_s, ref = _best_of(lambda: unet_weight_map_reference(labels), 1)
+            row.update(reference_s=ref_s, max_abs_diff=float(np.abs(ours - ref).max()))
+        result["rows"].append(row)
+    rows = result["rows"]
+    total = {k: float(sum(r[k] for r in rows)) for k in ("ours_s", "edt_s")}
+    total["reference_s"] = float(sum(r["reference_s"] for r in rows)) if reference else None
+    total["max_abs_diff"] = max((r["max_abs_diff"] for r in rows), default=None) if reference else None
+    total["n_images"] = len(rows)
+    result["total"] = total
+    return result
+
+
+def format_weightmap(result: dict) -> str:
+    lines = [f"machine: {result['machine']}", f"numba compile (or cache load), once: {result['compile_s']:.2f} s",
+             f"{'image':<14}{'H x W':>11}{'nuclei':>7}{'ours ms':>9}{'EDT ms':>8}{'ref ms':>9}"
+             f"{'ours/EDT':>9}{'ref/ours':>9}{'max|diff|':>10}"]
+
+    def line(name, shape, nuclei, r):
+        ref = r["reference_s"]
+        return (f"{name:<14}{shape:>11}{nuclei:>7}{r['ours_s'] * 1e3:>9.2f}{r['edt_s'] * 1e3:>8.2f}"
+                + (f"{ref * 1e3:>9.1f}" if ref is not None else f"{'-':>9}")
+                + f"{r['ours_s'] / r['edt_s']:>9.2f}"
+                + (f"{ref / r['ours_s']:>9.0f}" if ref is not None else f"{'-':>9}")
+                + (f"{r['max_abs_diff']:>10.1e}" if r["max_abs_diff"] is not None else f"{'-':>10}"))
+
+    for r in result["rows"]:
+        lines.append(line(r["image_id"][:12], f"{r['shape'][0]}x{r['shape'][1]}", r["nuclei"], r))
+    t = result["total"]
+    lines.append(line(f"total ({t['n_images']})", "", sum(r["nuclei"] for r in result["rows"]), t))
+    return "\n".join(lines)
+
+
+def _mosaic(labels_list: list[np.ndarray], tile: int, grid: int) -> np.ndarray:
+    """A grid x grid mosaic of label images cropped/padded to tile x tile, labels kept distinct."""
+    out = np.zeros((grid * tile, grid * tile), np.int32)
+    offset = 0
+    for k in range(grid * grid):
+        lab = labels_list[k % len(labels_list)][:tile, :tile].astype(np.int32)
+        r, c = divmod(k, grid)
+        out[r * tile : r * tile + lab.shape[0], c * tile : c * tile + lab.shape[1]] = np.where(lab > 0, lab + offset, 0)
+        offset += int(lab.max(initial=0))
+    return out
+
+
+def imperfect_prediction(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A deterministic stand-in prediction: the truth shifted by (1, 2) px, every 10th object
+    dropped, and labels shuffled, so IoUs spread over the thresholds."""
+    rng = np.random.default_rng(seed)
+    shifted = ndimage.shift(labels, (1, 2), order=0, mode="constant")
+    top = int(labels.max(initial=0))
+    perm = np.concatenate([[0], rng.permutation(top) + 1]).astype(np.int64)
+    perm[1::10] = 0
+    return perm[shifted].astype(np.int32)
+
+
+def bench_score(root: Path, big_prediction: np.ndarray | None = None, huge: bool = True,
+                stardist: bool = True) -> dict:
+    """Our matching table vs StarDist's ``matching`` (all 10 thresholds) vs the Kaggle kernel.
+
+    Cases: the 603 x 1272 image (375 nuclei) against ``big_prediction`` (default: an imperfect
+    stand-in), a 4096 x 4096 mosaic of the 16 1024 x 1024 stage1_train label images, and (``huge``)
+    a 16384 x 16384 mosaic of the same tiles, ours only (StarDist's dense overlap matrix and the
+    Kaggle kernel's histogram are K_true x K_pred there).
+    """
+    source = LabelSource(root)
+    big = source.get(BIG_IMAGE).astype(np.int32)
+    cases = [("603x1272", big, big_prediction if big_prediction is not None else imperfect_prediction(big))]
+    tiles = [source.get(i) for i in source.ids() if source.shape(i) == (1024, 1024)]
+    m4 = _mosaic(tiles, 1024, 4)
+    cases.append(("4096x4096 mosaic", m4, imperfect_prediction(m4)))
+    if huge:
+        m16 = _mosaic(tiles, 1024, 16)
+        cases.append(("16384x16384 mosaic", m16, imperfect_prediction(m16)))
+    try:
+        from stardist.matching import matching as sd_matching
+    except ImportError:
+        sd_matching = None
+    thresholds = [k / 20 for k in range(10, 20)]
+    matching_table(big[:64, :64], big[:64, :64])  # compile / load the numba kernel once
+    out = {"machine": machine(), "cases": []}
+    for name, y_true, y_pred in cases:
+        small = y_true.size <= 4096 * 4096
+        ours_s, table = _best_of(lambda: matching_table(y_true, y_pred), 3 if small else 1)
+        case = {"case": name, "objects_true": int(len(np.unique(y_true)) - 1),
+                "objects_pred": int(len(np.unique(y_pred)) - 1), "ours_s": ours_s,
+                "ours": [(r.tp, r.fp, r.fn) for r in table], "ours_score": float(np.mean([r.dsb_precision for r in table])),
+                "stardist_s": None, "stardist": None, "kaggle_s": None, "kaggle_score": None}
+        if stardist and sd_matching is not None and small:
+            sd_s, sd = _best_of(lambda: sd_matching(y_true, y_pred, thresh=thresholds), 3)
+            case.update(stardist_s=sd_s, stardist=[(s.tp, s.fp, s.fn) for s in sd],
+                        stardist_score=float(np.mean([s.accuracy for s in sd])))
+        if small:
+            kg_s, kg = _best_of(lambda: kaggle_kernel_score(y_true, y_pred), 1)
+            case.update(kaggle_s=kg_s, kaggle_score=kg)
+        out["cases"].append(case)
+    out["stardist_available"] = sd_matching is not None
+    return out
+
+
+def format_score(result: dict) -> str:
+    lines = [f"machine: {result['machine']}",
+             f"{'case':<20}{'objects':>13}{'ours ms':>10}{'StarDist ms':>12}{'Kaggle ms':>11}{'ours/SD':>9}"
+             f"{'DSB ours':>10}{'DSB SD':>8}{'DSB Kaggle':>11}  counts agree"]
+    for c in result["cases"]:
+        sd, kg = c["stardist_s"], c["kaggle_s"]
+        agree = "-" if c["stardist"] is None else ("yes" if [tuple(x) for x in c["ours"]] == [tuple(x) for x in c["stardist"]] else "no (IoU == t)")
+        lines.append(
+            f"{c['case']:<20}{c['objects_true']:>6}/{c['objects_pred']:<6}{c['ours_s'] * 1e3:>10.1f}"
+            + (f"{sd * 1e3:>12.1f}" if sd is not None else f"{'-':>12}")
+            + (f"{kg * 1e3:>11.1f}" if kg is not None else f"{'-':>11}")
+            + (f"{c['ours_s'] / sd:>9.3f}" if sd is not None else f"{'-':>9}")
+            + f"{c['ours_score']:>10.4f}"
+            + (f"{c['stardist_score']:>8.4f}" if sd is not None else f"{'-':>8}")
+            + (f"{c['kaggle_score']:>11.4f}" if kg is not None else f"{'-':>11}")
+            + f"  {agree}")
+    if not result["stardist_available"]:
+        lines.append("StarDist not installed: pip install --no-deps stardist csbdeep six")
+    return "\n".join(lines)
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=1)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
