@@ -12,30 +12,29 @@ import numpy as np
 
 
 def random_crop(
-    image: np.ndarray, classes: np.ndarray, size: int, rng: np.random.Generator, scale_range=(0.7, 1.4)
-) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size`` x ``size`` crop of an (H, W) float32 image and its (H, W) uint8 class map.
+    arrays: list[np.ndarray], size: int, rng: np.random.Generator, scale_range=(0.7, 1.4)
+) -> list[np.ndarray]:
+    """The same random ``size`` x ``size`` crop of several (H, W) arrays (image, classes, weights).
 
     Half the time the crop covers ``size / s`` pixels of the source, ``s`` drawn from
-    ``scale_range``, resized to ``size`` (linear for the image, nearest for the classes).
-    Images smaller than the window are mirror-padded.
+    ``scale_range``, resized to ``size``: linear for float arrays, nearest for integer ones.
+    Arrays smaller than the window are mirror-padded.
     """
     scale = rng.uniform(*scale_range) if rng.random() < 0.5 else 1.0
     win = max(8, int(round(size / scale)))
-    h, w = image.shape
+    h, w = arrays[0].shape
     if h < win or w < win:
         ph, pw = max(0, win - h), max(0, win - w)
-        image = np.pad(image, ((0, ph), (0, pw)), mode="reflect" if (ph < h and pw < w) else "edge")
-        classes = np.pad(classes, ((0, ph), (0, pw)), mode="reflect" if (ph < h and pw < w) else "edge")
-        h, w = image.shape
+        mode = "reflect" if (ph < h and pw < w) else "edge"
+        arrays = [np.pad(a, ((0, ph), (0, pw)), mode=mode) for a in arrays]
+        h, w = arrays[0].shape
     r = int(rng.integers(0, h - win + 1))
     c = int(rng.integers(0, w - win + 1))
-    img = image[r : r + win, c : c + win]
-    cls = classes[r : r + win, c : c + win]
+    out = [a[r : r + win, c : c + win] for a in arrays]
     if win != size:
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-        cls = cv2.resize(cls, (size, size), interpolation=cv2.INTER_NEAREST)
-    return img, cls
+        out = [cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR if a.dtype.kind == "f" else cv2.INTER_NEAREST)
+               for a in out]
+    return out
 
 
 def dihedral(array: np.ndarray, k: int) -> np.ndarray:
@@ -60,18 +59,24 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def sample_batch(images, classes, weights, batch_size: int, crop_size: int, rng: np.random.Generator):
-    """Draw a batch: images chosen with probability ``weights``, each cropped and augmented.
+def sample_batch(images, classes, probabilities, batch_size: int, crop_size: int, rng: np.random.Generator,
+                 pixel_weights=None):
+    """Draw a batch: images chosen with ``probabilities``, each cropped and augmented.
 
-    Returns (batch_size, 1, crop, crop) float32 inputs and (batch_size, crop, crop) int64 classes,
-    plus the chosen indices.
+    Returns (batch_size, 1, crop, crop) float32 inputs, (batch_size, crop, crop) int64 classes,
+    (batch_size, crop, crop) float32 pixel weights (None without ``pixel_weights``), and the
+    chosen indices.
     """
-    idx = rng.choice(len(images), size=batch_size, p=weights)
+    idx = rng.choice(len(images), size=batch_size, p=probabilities)
     xs = np.empty((batch_size, 1, crop_size, crop_size), np.float32)
     ys = np.empty((batch_size, crop_size, crop_size), np.int64)
+    ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)
     for b, i in enumerate(idx):
-        img, cls = random_crop(images[i], classes[i], crop_size, rng)
+        parts = [images[i], classes[i]] + ([] if ws is None else [pixel_weights[i]])
+        parts = random_crop(parts, crop_size, rng)
         k = int(rng.integers(0, 8))
-        xs[b, 0] = intensity(dihedral(img, k), rng)
-        ys[b] = dihedral(cls, k)
-    return xs, ys, idx
+        xs[b, 0] = intensity(dihedral(parts[0], k), rng)
+        ys[b] = dihedral(parts[1], k)
+        if ws is not None:
+            ws[b] = dihedral(parts[2], k)
+    return xs, ys, ws, idx

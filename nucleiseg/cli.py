@@ -77,12 +77,15 @@ def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None) -> Non
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True, help="Peak learning rate (AdamW, warm-up then cosine).")
 @click.option("--border-width", default=2, show_default=True, help="Contact-border radius in pixels.")
+@click.option("--weight-map", is_flag=True, help="Weight the cross-entropy per pixel by the U-Net weight map.")
+@click.option("--w0", default=10.0, show_default=True, help="Weight-map border weight (with --weight-map).")
+@click.option("--sigma", default=5.0, show_default=True, help="Weight-map border width, pixels (with --weight-map).")
 @click.option("--val-every", default=500, show_default=True, help="Validate every N steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt if it exists.")
-def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, batch_size, lr, border_width, val_every,
-          seed, device, resume) -> None:
+def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, batch_size, lr, border_width, weight_map,
+          w0, sigma, val_every, seed, device, resume) -> None:
     """Train the U-Net on DATA (a 'nucleiseg convert' folder or a DSB2018 folder).
 
     \b
@@ -98,7 +101,7 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 
     cfg = TrainConfig(features=tuple(int(f) for f in features.split(",")), crop_size=crop_size, batch_size=batch_size,
                       lr=lr, border_width=border_width, epochs=epochs, steps=steps, minutes=minutes,
-                      val_every=val_every, seed=seed)
+                      weight_map=weight_map, w0=w0, sigma=sigma, val_every=val_every, seed=seed)
     dev = choose_device(device)
     try:
         result = run_training(data, out, cfg, dev, resume=resume, log=lambda m: tqdm.write(m, file=sys.stderr),

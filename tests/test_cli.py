@@ -46,6 +46,12 @@ def test_convert_train_predict_score(tmp_path, small_dsb, sample_labels):
     assert all(dsb_score(sample_labels[i], from_csv[i]) == 1.0 for i in ids)
 
     model = tmp_path / "m.pt"
+    r = run("train", data, "--out", tmp_path / "wm.pt", "--steps", 2, "--val-every", 2, "--features", "4,8",
+            "--crop-size", 32, "--batch-size", 2, "--device", "cpu", "--weight-map")
+    assert r.exit_code == 0, r.output
+    from nucleiseg.checkpoint import load_model
+
+    assert load_model(tmp_path / "wm.pt")[1]["training"]["weight_map"] is True
     r = run("train", data, "--out", model, "--steps", 3, "--val-every", 2, "--features", "4,8,16",
             "--crop-size", 64, "--batch-size", 2, "--device", "cpu")
     assert r.exit_code == 0, r.output

@@ -1,0 +1,39 @@
+"""Crops and dihedral transforms keep the image, classes and pixel weights aligned."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nucleiseg.augment import dihedral, dihedral_inverse, random_crop, sample_batch
+
+
+def test_dihedral_round_trip_and_distinct():
+    a = np.arange(12).reshape(3, 4)
+    outs = [dihedral(a, k) for k in range(8)]
+    assert len({o.tobytes() + bytes(o.shape) for o in outs}) == 8
+    for k in range(8):
+        np.testing.assert_array_equal(dihedral_inverse(dihedral(a, k), k), a)
+
+
+def test_random_crop_keeps_arrays_aligned():
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, (50, 70)).astype(np.uint8)
+    image = classes.astype(np.float32)
+    for _ in range(20):
+        img, cls = random_crop([image, classes], 32, rng, scale_range=(1.0, 1.0))
+        assert img.shape == cls.shape == (32, 32)
+        np.testing.assert_array_equal(img, cls)
+    small = random_crop([image[:10, :12], classes[:10, :12]], 32, rng)  # padded up to the window
+    assert small[0].shape == (32, 32)
+
+
+def test_sample_batch_with_pixel_weights():
+    rng = np.random.default_rng(1)
+    classes = [rng.integers(0, 3, (40, 40)).astype(np.uint8) for _ in range(3)]
+    images = [np.full((40, 40), 0.5, np.float32) for _ in range(3)]
+    weights = [np.full((40, 40), 2.0 + i, np.float32) for i in range(3)]
+    xs, ys, ws, idx = sample_batch(images, classes, np.ones(3) / 3, 6, 16, rng, weights)
+    assert xs.shape == (6, 1, 16, 16) and ys.shape == ws.shape == (6, 16, 16)
+    for b, i in enumerate(idx):
+        np.testing.assert_allclose(ws[b], 2.0 + i)
+    assert sample_batch(images, classes, np.ones(3) / 3, 2, 16, rng)[2] is None
