@@ -39,6 +39,7 @@ def predict_files(
     predictor: Predictor,
     rle_path: Path | None = None,
     overlay: bool = True,
+    tta: bool = False,
     progress: Callable[[Iterable], Iterator] = iter,
 ) -> list[PredictResult]:
     """Predict every image of ``inputs`` (see :func:`iter_image_paths`) into ``out``.
@@ -64,7 +65,7 @@ def predict_files(
         seen.add(image_id)
         try:
             image = read_image(path)
-            labels = predictor.predict(image)
+            labels = predictor.predict(image, tta=tta)
             write_label_image(out / f"{image_id}.tif", labels)
             if overlay:
                 write_png(out / f"{image_id}_overlay.png", outline_overlay(image, labels))

@@ -123,7 +123,11 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 @click.option("--min-area", type=int, help="Smallest nucleus kept, pixels [default: the model's tuned value].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
-def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay) -> None:
+@click.option("--tta", is_flag=True, help="Average the 8 flips / 90-degree rotations (8x slower).")
+@click.option("--tile-size", default=1024, show_default=True,
+              help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
+def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
+            tile_size) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -142,8 +146,8 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     if samples:
         inputs = (bundled_samples_dir() / "images",)
     try:
-        predictor = Predictor.from_file(model, device)
-    except NucleisegError as exc:
+        predictor = Predictor.from_file(model, device, tile_size=tile_size)
+    except (NucleisegError, ValueError) as exc:
         _fail(str(exc))
     ws = predictor.watershed
     ws.marker_threshold = ws.marker_threshold if marker_threshold is None else marker_threshold
@@ -151,7 +155,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     ws.min_area = ws.min_area if min_area is None else min_area
     t0 = time.perf_counter()
     try:
-        results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay,
+        results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
                                 progress=lambda it: tqdm(it, desc=f"predict ({predictor.device.type})", unit="image",
                                                          file=sys.stderr))
     except NucleisegError as exc:

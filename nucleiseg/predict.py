@@ -1,4 +1,11 @@
-"""Inference: image -> normalised input -> U-Net -> softmax probabilities -> watershed labels."""
+"""Inference: image -> normalised input -> U-Net -> softmax probabilities -> watershed labels.
+
+Images larger than ``tile_size`` are predicted by overlap-tile (U-Net paper, Fig. 2): tiles of
+``tile_size`` pixels overlapping by ``overlap`` pixels, run in batches, blended with weights that
+ramp linearly from the tile edges over the overlap, so memory is bounded by the tile batch and
+seams do not show. Test-time augmentation (``tta=True``) averages the 8 dihedral transforms,
+each prediction transformed back first.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import os
 import numpy as np
 import torch
 
+from .augment import dihedral, dihedral_inverse
 from .checkpoint import load_model
 from .data.images import normalize_image
 from .model import UNet
@@ -20,13 +28,29 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels with ``stride`` covering ``length`` (last one flush)."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """(tile, tile) float32 weights: 1 inside, ramping down linearly over ``overlap`` px to the edges."""
+    ramp = np.minimum(1.0, (np.arange(tile) + 0.5) / max(overlap, 1))
+    ramp = np.minimum(ramp, ramp[::-1]).astype(np.float32)
+    return np.outer(ramp, ramp)
+
+
 class Predictor:
     """A loaded model with its normalisation and watershed parameters.
 
     Build one with :meth:`from_file` (None = the bundled model).
     """
 
-    def __init__(self, model: UNet, config: dict, device: torch.device):
+    def __init__(self, model: UNet, config: dict, device: torch.device, tile_size: int = 1024, overlap: int = 64,
+                 batch_size: int = 4):
         self.model = model.to(device).eval()
         self.config = config
         self.device = device
@@ -34,27 +58,63 @@ class Predictor:
         self.p_low = float(norm.get("p_low", 1.0))
         self.p_high = float(norm.get("p_high", 99.8))
         self.watershed = WatershedParams(**config.get("watershed", {}))
+        if tile_size % 16 or tile_size <= 2 * overlap:
+            raise ValueError(f"tile_size must be a multiple of 16 and > 2 * overlap, got {tile_size}, {overlap}")
+        self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto") -> "Predictor":
+    def from_file(cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto",
+                  **kwargs) -> "Predictor":
         """Load a model file (see :func:`nucleiseg.checkpoint.load_model`); raises ModelFileError."""
         device = choose_device(device) if isinstance(device, str) else device
         model, config = load_model(path, device)
-        return cls(model, config, device)
+        return cls(model, config, device, **kwargs)
 
     @torch.inference_mode()
-    def predict_probabilities(self, image: np.ndarray) -> np.ndarray:
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W) float32 normalised images -> (N, 3, H, W) float32 softmax probabilities."""
+        x = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.model(x)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Probabilities (3, H, W) float32 of an already normalised (H, W) float32 image."""
+        if not tta:
+            return self._tiled(x)
+        acc = np.zeros((3,) + x.shape, np.float32)
+        for k in range(8):
+            acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k))), k)
+        return acc / 8.0
+
+    def _tiled(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape
+        t = self.tile_size
+        if h <= t and w <= t:
+            return self._forward(x[None])[0]
+        stride = t - self.overlap
+        th, tw = min(t, h), min(t, w)
+        window = blend_window(t, self.overlap)[:th, :tw]
+        acc = np.zeros((3, h, w), np.float32)
+        norm = np.zeros((h, w), np.float32)
+        corners = [(r, c) for r in tile_starts(h, th, stride) for c in tile_starts(w, tw, stride)]
+        for i in range(0, len(corners), self.batch_size):
+            chunk = corners[i : i + self.batch_size]
+            probs = self._forward(np.stack([x[r : r + th, c : c + tw] for r, c in chunk]))
+            for (r, c), p in zip(chunk, probs):
+                acc[:, r : r + th, c : c + tw] += p * window
+                norm[r : r + th, c : c + tw] += window
+        return acc / norm
+
+    def predict_probabilities(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
         """Softmax probabilities of (mask - border, border, background).
 
         ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype -> (3, H, W) float32.
-        Any size: the U-Net pads to a multiple of 2**depth and crops back.
+        Any size: small images go through whole (padded to a multiple of 2**depth and cropped
+        back), large ones by overlap-tile. ``tta`` averages the 8 dihedral transforms.
         """
-        x = normalize_image(image, self.p_low, self.p_high)
-        t = torch.from_numpy(x)[None, None].to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits = self.model(t)
-        return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        return self.probabilities_of_normalized(normalize_image(image, self.p_low, self.p_high), tta)
 
-    def predict(self, image: np.ndarray, params: WatershedParams | None = None) -> np.ndarray:
+    def predict(self, image: np.ndarray, params: WatershedParams | None = None, tta: bool = False) -> np.ndarray:
         """Label image of the nuclei in ``image``: (H, W) int32, 0 = background, 1..N nuclei."""
-        return probabilities_to_labels(self.predict_probabilities(image), params or self.watershed)
+        return probabilities_to_labels(self.predict_probabilities(image, tta), params or self.watershed)

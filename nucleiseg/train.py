@@ -136,7 +136,7 @@ def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParam
     probs = []
     all_scores = []
     for s in samples:
-        p = _probabilities(predictor, s.image)
+        p = predictor.probabilities_of_normalized(s.image)
         if keep_probabilities:
             probs.append(p.astype(np.float16))
         score = dsb_score(s.labels, probabilities_to_labels(p, params))
@@ -144,14 +144,6 @@ def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParam
         all_scores.append(score)
     per_modality = {m: float(np.mean(v)) for m, v in sorted(scores.items())}
     return float(np.mean(all_scores)), per_modality, (probs if keep_probabilities else None)
-
-
-@torch.inference_mode()
-def _probabilities(predictor: Predictor, normalized: np.ndarray) -> np.ndarray:
-    t = torch.from_numpy(normalized)[None, None].to(predictor.device)
-    with torch.autocast(predictor.device.type, dtype=torch.bfloat16, enabled=predictor.device.type == "cuda"):
-        logits = predictor.model(t)
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
 
 
 def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample]) -> tuple[WatershedParams, float]:

@@ -1,0 +1,65 @@
+"""Overlap-tile prediction and test-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nucleiseg.data.images import read_image
+from nucleiseg.data.sources import bundled_samples_dir
+from nucleiseg.metrics import dsb_score
+from nucleiseg.predict import Predictor, blend_window, tile_starts
+
+
+class Pointwise(nn.Module):
+    """A 1x1 convolution: no spatial context, so tiling and flips cannot change its output."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("length, tile, stride", [(10, 16, 8), (100, 32, 24), (97, 32, 16), (64, 64, 48)])
+def test_tile_starts_cover(length, tile, stride):
+    starts = tile_starts(length, tile, stride)
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + tile] = True
+    assert covered.all() and starts[-1] + min(tile, length) == length
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
+
+
+def test_blend_window():
+    w = blend_window(64, 16)
+    assert w.shape == (64, 64) and w.min() > 0 and w[16:48, 16:48].min() == 1.0
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+
+
+def test_tiled_equals_whole_for_pointwise_model():
+    rng = np.random.default_rng(0)
+    x = rng.random((150, 97)).astype(np.float32)
+    whole = Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=1024)
+    tiled = Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=48, overlap=16, batch_size=3)
+    ref = whole.probabilities_of_normalized(x)
+    np.testing.assert_allclose(tiled.probabilities_of_normalized(x), ref, atol=1e-5)
+    np.testing.assert_allclose(whole.probabilities_of_normalized(x, tta=True), ref, atol=1e-5)
+    np.testing.assert_allclose(ref.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_tiling_does_not_show_with_bundled_model():
+    path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("4596961c789d"))
+    image = read_image(path)  # 520 x 696, 133 nuclei
+    whole = Predictor.from_file(device="cpu").predict(image)
+    tiled = Predictor.from_file(device="cpu", tile_size=256, overlap=64).predict(image)
+    assert dsb_score(whole, tiled) > 0.95
+
+
+def test_bad_tile_size():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=100)
