@@ -45,7 +45,8 @@ def predict_files(
     """Predict every image of ``inputs`` (see :func:`iter_image_paths`) into ``out``.
 
     Writes ``out/<ImageId>.tif`` (uint16 labels) and ``out/<ImageId>_overlay.png``; with
-    ``rle_path`` also a Kaggle submission CSV of the images that succeeded.
+    ``rle_path`` also a Kaggle submission CSV of the images that succeeded. ``tta`` averages
+    the 8 dihedral transforms.
 
     Raises
     ------
