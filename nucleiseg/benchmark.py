@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from .data.sources import LabelSource
-from .metrics import matching_table
+from .metrics import matching_table, threshold_ties
 from .references import kaggle_kernel_score, unet_weight_map_reference
 from .weightmap import unet_weight_map
 
@@ -194,7 +194,8 @@ def bench_score(root: Path, big_prediction: np.ndarray | None = None, huge: bool
         if stardist and sd_matching is not None and small:
             sd_s, sd = _best_of(lambda: sd_matching(y_true, y_pred, thresh=thresholds), 3)
             case.update(stardist_s=sd_s, stardist=[(s.tp, s.fp, s.fn) for s in sd],
-                        stardist_score=float(np.mean([s.accuracy for s in sd])))
+                        stardist_score=float(np.mean([s.accuracy for s in sd])),
+                        ties=threshold_ties(y_true, y_pred))
         if small:
             kg_s, kg = _best_of(lambda: kaggle_kernel_score(y_true, y_pred), 1)
             case.update(kaggle_s=kg_s, kaggle_score=kg)
@@ -203,13 +204,25 @@ def bench_score(root: Path, big_prediction: np.ndarray | None = None, huge: bool
     return out
 
 
+def counts_agree(ours, stardist, ties) -> str:
+    """'yes' when TP/FP/FN equal StarDist's at every threshold without an IoU == t tie, and
+    differ by at most the tie count where there are ties; else 'NO'."""
+    for (tp, fp, fn), (stp, sfp, sfn), n_ties in zip(ours, stardist, ties):
+        if n_ties == 0 and (tp, fp, fn) != (stp, sfp, sfn):
+            return "NO"
+        if abs(tp - stp) > n_ties:
+            return "NO"
+    n = sum(1 for t in ties if t)
+    return "yes" + (f" ({sum(ties)} IoU == t ties at {n} thresholds)" if n else "")
+
+
 def format_score(result: dict) -> str:
     lines = [f"machine: {result['machine']}",
              f"{'case':<20}{'objects':>13}{'ours ms':>10}{'StarDist ms':>12}{'Kaggle ms':>11}{'ours/SD':>9}"
-             f"{'DSB ours':>10}{'DSB SD':>8}{'DSB Kaggle':>11}  counts agree"]
+             f"{'DSB ours':>10}{'DSB SD':>8}{'DSB Kaggle':>11}  TP/FP/FN = StarDist's"]
     for c in result["cases"]:
         sd, kg = c["stardist_s"], c["kaggle_s"]
-        agree = "-" if c["stardist"] is None else ("yes" if [tuple(x) for x in c["ours"]] == [tuple(x) for x in c["stardist"]] else "no (IoU == t)")
+        agree = "-" if c["stardist"] is None else counts_agree(c["ours"], c["stardist"], c["ties"])
         lines.append(
             f"{c['case']:<20}{c['objects_true']:>6}/{c['objects_pred']:<6}{c['ours_s'] * 1e3:>10.1f}"
             + (f"{sd * 1e3:>12.1f}" if sd is not None else f"{'-':>12}")

@@ -224,6 +224,17 @@ def matching_table(y_true: np.ndarray, y_pred: np.ndarray) -> list[MatchingStats
     return rows
 
 
+def threshold_ties(y_true: np.ndarray, y_pred: np.ndarray) -> list[int]:
+    """Per threshold t = 0.50..0.95, the number of (true, predicted) pairs with IoU exactly t.
+
+    Only such pairs are counted differently by the DSB2018 rule (IoU > t) and StarDist's
+    (IoU >= t); with no tie at t the two give the same TP, FP and FN.
+    """
+    _, true_areas, _, pred_areas, pt, pp, inter = overlap_pairs(y_true, y_pred)
+    union = true_areas[pt].astype(np.int64) + pred_areas[pp] - inter
+    return [int((20 * inter == k * union).sum()) for k in THRESHOLD_NUMERATORS]
+
+
 def dsb_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """DSB2018 score of one image: mean over IoU thresholds 0.50..0.95 of TP / (TP + FP + FN).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucleiseg.metrics import THRESHOLDS, dataset_table, dsb_score, matching_table
+from nucleiseg.metrics import THRESHOLDS, dataset_table, dsb_score, matching_table, threshold_ties
 
 
 def naive_dsb_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -141,3 +141,25 @@ def test_huge_label_values_and_no_background(seed):
     assert dsb_score(huge, y_pred) == pytest.approx(expected)
     assert dsb_score(y_true.astype(np.uint8), (y_pred + 1).astype(np.uint32)) == pytest.approx(
         naive_dsb_score(y_true, y_pred + 1))  # prediction with no background pixel
+
+
+def test_threshold_ties():
+    # IoU exactly 0.5 for both pairs of the merge case; 0.6 and 0.4 for the split case
+    y_true = np.zeros((12, 24), np.uint8)
+    y_true[1:11, 1:11] = 1
+    y_true[1:11, 11:21] = 2
+    assert threshold_ties(y_true, (y_true > 0).astype(np.uint8)) == [2] + [0] * 9
+    y_pred = np.zeros_like(y_true)
+    y_pred[1:11, 1:7] = 1
+    y_pred[1:11, 7:11] = 2
+    assert threshold_ties(y_true, y_pred)[2] == 1  # t = 0.60
+
+
+def test_counts_agree_rule():
+    from nucleiseg.benchmark import counts_agree
+
+    same = [(3, 1, 0)] * 10
+    assert counts_agree(same, same, [0] * 10) == "yes"
+    off = [(4, 0, -1)] + [(3, 1, 0)] * 9
+    assert counts_agree(same, off, [0] * 10) == "NO"
+    assert counts_agree(same, off, [1] + [0] * 9).startswith("yes (1 IoU == t ties")
