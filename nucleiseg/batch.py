@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .data.images import read_image, write_label_image, write_png
+from .data.images import read_image, read_label_image, write_label_image, write_png
 from .data.rle import write_submission
 from .data.sources import LabelSource, iter_image_paths
 from .errors import NucleisegError
@@ -24,7 +24,7 @@ from .predict import Predictor
 
 @dataclass
 class PredictResult:
-    """Outcome of one image: ``status`` 'done' or 'failed' (then ``error`` says why)."""
+    """Outcome of one image: ``status`` 'done', 'skipped' (already in OUT) or 'failed' (see ``error``)."""
 
     image_id: str
     status: str
@@ -40,13 +40,16 @@ def predict_files(
     rle_path: Path | None = None,
     overlay: bool = True,
     tta: bool = False,
+    skip_existing: bool = False,
     progress: Callable[[Iterable], Iterator] = iter,
 ) -> list[PredictResult]:
     """Predict every image of ``inputs`` (see :func:`iter_image_paths`) into ``out``.
 
-    Writes ``out/<ImageId>.tif`` (uint16 labels) and ``out/<ImageId>_overlay.png``; with
-    ``rle_path`` also a Kaggle submission CSV of the images that succeeded. ``tta`` averages
-    the 8 dihedral transforms.
+    Writes ``out/<ImageId>.tif`` (uint16 labels) and ``out/<ImageId>_overlay.png``, each
+    atomically; with ``rle_path`` also a Kaggle submission CSV of the images that succeeded,
+    streamed (one label image in memory at a time) and renamed into place at the end.
+    ``tta`` averages the 8 dihedral transforms. ``skip_existing`` leaves images whose outputs
+    are already in ``out`` (a killed run resumed); their labels are read back for the CSV.
 
     Raises
     ------
@@ -56,28 +59,39 @@ def predict_files(
     """
     out.mkdir(parents=True, exist_ok=True)
     results: list[PredictResult] = []
-    encoded: list[tuple[str, np.ndarray]] = []
-    seen: set[str] = set()
-    for image_id, path in progress(list(iter_image_paths(inputs))):
-        t0 = time.perf_counter()
-        if image_id in seen:
-            results.append(PredictResult(image_id, "failed", error=f"{path}: ImageId {image_id} appears twice"))
-            continue
-        seen.add(image_id)
-        try:
-            image = read_image(path)
-            labels = predictor.predict(image, tta=tta)
-            write_label_image(out / f"{image_id}.tif", labels)
-            if overlay:
-                write_png(out / f"{image_id}_overlay.png", outline_overlay(image, labels))
-        except NucleisegError as exc:
-            results.append(PredictResult(image_id, "failed", error=str(exc)))
-            continue
-        if rle_path is not None:
-            encoded.append((image_id, labels.astype(np.uint16 if labels.max(initial=0) < 65536 else np.uint32)))
-        results.append(PredictResult(image_id, "done", int(labels.max(initial=0)), time.perf_counter() - t0))
+
+    def labeled() -> Iterator[tuple[str, np.ndarray]]:
+        seen: set[str] = set()
+        for image_id, path in progress(list(iter_image_paths(inputs))):
+            t0 = time.perf_counter()
+            if image_id in seen:
+                results.append(PredictResult(image_id, "failed", error=f"{path}: ImageId {image_id} appears twice"))
+                continue
+            seen.add(image_id)
+            labels_path, overlay_path = out / f"{image_id}.tif", out / f"{image_id}_overlay.png"
+            try:
+                if skip_existing and labels_path.is_file() and (not overlay or overlay_path.is_file()):
+                    labels = read_label_image(labels_path) if rle_path is not None else None
+                    results.append(PredictResult(image_id, "skipped"))
+                else:
+                    image = read_image(path)
+                    labels = predictor.predict(image, tta=tta)
+                    write_label_image(labels_path, labels)
+                    if overlay:
+                        write_png(overlay_path, outline_overlay(image, labels))
+                    results.append(PredictResult(image_id, "done", int(labels.max(initial=0)),
+                                                 time.perf_counter() - t0))
+            except NucleisegError as exc:
+                results.append(PredictResult(image_id, "failed", error=str(exc)))
+                continue
+            if labels is not None:
+                yield image_id, labels
+
     if rle_path is not None:
-        write_submission(rle_path, encoded)
+        write_submission(rle_path, labeled())
+    else:
+        for _ in labeled():
+            pass
     return results
 
 

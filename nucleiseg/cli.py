@@ -124,10 +124,11 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
 @click.option("--tta", is_flag=True, help="Average the 8 flips / 90-degree rotations (8x slower).")
+@click.option("--skip-existing", is_flag=True, help="Skip images whose outputs are already in OUT (resume a run).")
 @click.option("--tile-size", default=1024, show_default=True,
               help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
-            tile_size) -> None:
+            skip_existing, tile_size) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -156,20 +157,22 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     t0 = time.perf_counter()
     try:
         results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
+                                skip_existing=skip_existing,
                                 progress=lambda it: tqdm(it, desc=f"predict ({predictor.device.type})", unit="image",
                                                          file=sys.stderr))
     except NucleisegError as exc:
         _fail(str(exc))
     done = [r for r in results if r.status == "done"]
-    failed = [r for r in results if r.status != "done"]
-    for r in (results if samples or len(results) <= 20 else []):
-        click.echo(f"{r.image_id}: {r.n_nuclei} nuclei ({r.seconds * 1000:.0f} ms)" if r.status == "done"
-                   else f"{r.image_id}: FAILED {r.error}")
-    for r in (failed if not (samples or len(results) <= 20) else []):
+    skipped = [r for r in results if r.status == "skipped"]
+    failed = [r for r in results if r.status == "failed"]
+    for r in (done if samples or len(results) <= 20 else []):
+        click.echo(f"{r.image_id}: {r.n_nuclei} nuclei ({r.seconds * 1000:.0f} ms)")
+    for r in failed:
         click.echo(f"{r.image_id}: FAILED {r.error}")
     total = time.perf_counter() - t0
     click.echo(f"{len(done)} images labeled ({sum(r.n_nuclei for r in done)} nuclei) in {total:.1f} s "
-               f"on {predictor.device.type}, {len(failed)} failed; results in {out}/")
+               f"on {predictor.device.type}, {len(skipped)} skipped (already done), {len(failed)} failed; "
+               f"results in {out}/")
     if samples:
         report = score_sources(LabelSource(bundled_samples_dir() / "labels"), LabelSource(out))
         for p in report.per_image:

@@ -25,3 +25,8 @@ class RLEError(NucleisegError):
 
 class ModelFileError(NucleisegError):
     """A model file is missing, not a nucleiseg model, or does not match its configuration."""
+
+
+class ImageIdError(NucleisegError):
+    """An ImageId is not a plain file name (path separators, '..', absolute path) and could
+    escape an output folder."""

@@ -17,7 +17,10 @@ step, elapsed time, RNG states) to ``<out>.resume.pt`` at every validation.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,6 +165,31 @@ def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample]) -> tu
     return best
 
 
+class TrainingInterrupted(NucleisegError):
+    """Training stopped by SIGINT or SIGTERM after saving a resumable state."""
+
+
+@contextlib.contextmanager
+def stop_requested():
+    """While active, SIGINT and SIGTERM only append their name to the yielded list (checked once
+    per step by the training loop, which then saves its state and stops). Outside the main thread
+    signals cannot be caught, and the list stays empty."""
+    stop: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        stop.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _lr_factor(progress: float) -> float:
     warm = 0.03
     if progress < warm:
@@ -231,54 +259,61 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
     start = time.perf_counter() - elapsed
     use_amp = device.type == "cuda"
     loss_avg = None
-    while progress_of(step, elapsed) < 1.0:
-        model.train()
-        xs, ys, ws, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
-                                       cfg.batch_size, cfg.crop_size, rng,
-                                       [s.pixel_weights for s in train_set] if cfg.weight_map else None)
-        x = torch.from_numpy(xs).to(device, non_blocking=True)
-        y = torch.from_numpy(ys).to(device, non_blocking=True)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(progress_of(step, elapsed))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = model(x)
-        if ws is None:
-            ce = F.cross_entropy(logits.float(), y, weight=class_weights)
-        else:
-            pixel_w = torch.from_numpy(ws).to(device, non_blocking=True)
-            ce = (F.cross_entropy(logits.float(), y, reduction="none") * pixel_w).sum() / pixel_w.sum()
-        loss = ce + cfg.dice_weight * soft_dice_loss(logits, y)
-        if not torch.isfinite(loss):
-            names = ", ".join(train_set[i].image_id for i in idx)
-            raise NucleisegError(f"non-finite loss at step {step} on images {names}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        elapsed = time.perf_counter() - start
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_avg:.3f}", best_val=f"{max(best_score, 0):.3f}", refresh=False)
-        last = progress_of(step, elapsed) >= 1.0
-        if step % cfg.val_every == 0 or last:
-            model.eval()
-            score, per_mod, _ = evaluate(predictor, val_set, params)
-            history.append({"step": step, "minutes": elapsed / 60, "loss": loss_avg, "val_score": score,
-                            "val_per_modality": per_mod})
-            log(f"step {step} ({elapsed / 60:.1f} min) loss {loss_avg:.4f} val DSB {score:.4f} "
-                + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
-            if score > best_score:
-                best_score = score
-                save_model(out, model, {**meta, "watershed": params.to_dict(),
-                                        "validation": {"score": score, "per_modality": per_mod, "step": step}})
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                     "best_score": best_score, "history": history, "torch_rng": torch.get_rng_state(),
-                     "numpy_rng": rng.bit_generator.state}
-            atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
-            elapsed = time.perf_counter() - start  # validation time counts against --minutes
-    if bar is not None:
-        bar.close()
+
+    def save_state() -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
+                 "best_score": best_score, "history": history, "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": rng.bit_generator.state}
+        atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
+
+    with stop_requested() as stop, (bar if bar is not None else contextlib.nullcontext()):
+        while progress_of(step, elapsed) < 1.0:
+            model.train()
+            xs, ys, ws, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
+                                           cfg.batch_size, cfg.crop_size, rng,
+                                           [s.pixel_weights for s in train_set] if cfg.weight_map else None)
+            x = torch.from_numpy(xs).to(device, non_blocking=True)
+            y = torch.from_numpy(ys).to(device, non_blocking=True)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(progress_of(step, elapsed))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            if ws is None:
+                ce = F.cross_entropy(logits.float(), y, weight=class_weights)
+            else:
+                pixel_w = torch.from_numpy(ws).to(device, non_blocking=True)
+                ce = (F.cross_entropy(logits.float(), y, reduction="none") * pixel_w).sum() / pixel_w.sum()
+            loss = ce + cfg.dice_weight * soft_dice_loss(logits, y)
+            if not torch.isfinite(loss):
+                names = ", ".join(train_set[i].image_id for i in idx)
+                raise NucleisegError(f"non-finite loss at step {step} on images {names}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            elapsed = time.perf_counter() - start
+            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_avg:.3f}", best_val=f"{max(best_score, 0):.3f}", refresh=False)
+            last = progress_of(step, elapsed) >= 1.0
+            if step % cfg.val_every == 0 or last:
+                model.eval()
+                score, per_mod, _ = evaluate(predictor, val_set, params)
+                history.append({"step": step, "minutes": elapsed / 60, "loss": loss_avg, "val_score": score,
+                                "val_per_modality": per_mod})
+                log(f"step {step} ({elapsed / 60:.1f} min) loss {loss_avg:.4f} val DSB {score:.4f} "
+                    + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
+                if score > best_score:
+                    best_score = score
+                    save_model(out, model, {**meta, "watershed": params.to_dict(),
+                                            "validation": {"score": score, "per_modality": per_mod, "step": step}})
+                save_state()
+                elapsed = time.perf_counter() - start  # validation time counts against --minutes
+            if stop:
+                save_state()
+                raise TrainingInterrupted(f"stopped by {stop[0]} at step {step}; state saved to {resume_path}, "
+                                          "continue with --resume")
     # tune the watershed on the best model's validation probabilities and store the result
     best = Predictor.from_file(out, device)
     _, _, probs = evaluate(best, val_set, params, keep_probabilities=True)

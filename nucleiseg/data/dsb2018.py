@@ -72,7 +72,7 @@ def is_dsb2018_root(folder: Path) -> bool:
 def list_image_ids(root: str | os.PathLike) -> list[str]:
     """The ImageIds of a DSB2018 root folder, sorted."""
     root = Path(root)
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_dsb2018_item(p))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_dsb2018_item(p))
 
 
 def image_path(root: str | os.PathLike, image_id: str) -> Path:

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import RLEError
+from .ids import check_image_id
 
 
 def encode_labels(labels: np.ndarray) -> list[str]:
@@ -135,7 +136,7 @@ def write_submission(path: str | os.PathLike, items: Iterable[tuple[str, np.ndar
             writer = csv.writer(f)
             writer.writerow(["ImageId", "EncodedPixels"])
             for image_id, labels in items:
-                encoded = encode_labels(labels) or [""]
+                encoded = encode_labels(np.asarray(labels).astype(np.uint32, copy=False)) or [""]
                 for rle in encoded:
                     writer.writerow([image_id, rle])
                     rows += 1
@@ -169,11 +170,13 @@ def read_csv_rles(path: str | os.PathLike) -> dict[str, dict]:
     RLEError
         if the file is unreadable, lacks the ImageId / EncodedPixels header, has rows with missing
         columns, or non-integer / inconsistent Height and Width for one ImageId.
+    ImageIdError
+        for an ImageId that is not a plain file name (e.g. ``../x``).
     """
     path = Path(path)
     out: dict[str, dict] = defaultdict(lambda: {"rles": [], "shape": None})
     for line, row in _rows(path):
-        image_id = row["ImageId"].strip()
+        image_id = check_image_id(row["ImageId"].strip(), f"{path}, line {line}: ")
         entry = out[image_id]
         if "Height" in row and "Width" in row and row["Height"].strip():
             try:

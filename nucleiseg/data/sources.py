@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import NucleisegError
 from .dsb2018 import image_path, is_dsb2018_root, list_image_ids, read_masks
+from .ids import check_image_id
 from .images import IMAGE_SUFFIXES, read_image, read_label_image
 from .rle import decode_labels, read_csv_rles
 
@@ -22,15 +23,6 @@ from .rle import decode_labels, read_csv_rles
 def bundled_samples_dir() -> Path:
     """Folder of the bundled sample data: ``images/<ImageId>.png`` and ``labels/<ImageId>.tif``."""
     return Path(str(resources.files("nucleiseg").joinpath("samples")))
-
-
-def check_image_id(image_id: str, where: str = "") -> str:
-    """Return ``image_id`` if it is a safe file name, else raise NucleisegError."""
-    bad = (not image_id or image_id in (".", "..") or "/" in image_id or "\\" in image_id or "\x00" in image_id
-           or os.path.isabs(image_id))
-    if bad:
-        raise NucleisegError(f"{where}ImageId {image_id!r} is not a plain file name; refused")
-    return image_id
 
 
 def iter_image_paths(inputs: list[Path]) -> Iterator[tuple[str, Path]]:
