@@ -280,3 +280,19 @@ def test_seed_makes_cpu_training_reproducible(tmp_path, small_dsb):
         states.append(torch.load(tmp_path / f"{run}.pt.resume.pt", weights_only=True)["model"])
     for k in states[0]:
         torch.testing.assert_close(states[0][k], states[1][k], rtol=0, atol=0)
+
+
+def test_non_finite_loss_names_the_images(tmp_path, small_dsb):
+    from nucleiseg.data.convert import convert_dsb2018
+    from nucleiseg.train import TrainConfig, train
+
+    data = tmp_path / "conv"
+    convert_dsb2018(small_dsb, data)
+    for path in (data / "train").glob("*.npz"):  # poison every image with NaN
+        with np.load(path) as z:
+            arrays = dict(z)
+        arrays["image"] = np.full(arrays["image"].shape[:2], np.nan, np.float32)
+        np.savez(path, **arrays)
+    cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=3, val_every=3)
+    with pytest.raises(NucleisegError, match="non-finite loss at step 0 on images .*[0-9a-f]{64}"):
+        train(data, tmp_path / "m.pt", cfg, torch.device("cpu"), log=lambda m: None)
