@@ -237,6 +237,40 @@ def format_score(result: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_predict(predictor, images: dict[str, np.ndarray], repeat: int = 3, tta: tuple[bool, ...] = (False, True),
+                  threads: int | None = None) -> dict:
+    """Per image size: end-to-end ms per image (best of ``repeat``), split into network
+    (normalisation, U-Net, softmax) and watershed, and megapixels per second."""
+    import torch
+
+    from .postprocess import probabilities_to_labels
+
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    for name, image in images.items():
+        predictor.predict(image)  # warm-up
+        for use_tta in tta:
+            net_s, probs = _best_of(lambda: predictor.predict_probabilities(image, tta=use_tta), repeat)
+            ws_s, labels = _best_of(lambda: probabilities_to_labels(probs, predictor.watershed), repeat)
+            mp = image.shape[0] * image.shape[1] / 1e6
+            rows.append({"image": name, "shape": list(image.shape[:2]), "tta": use_tta, "network_ms": net_s * 1e3,
+                         "watershed_ms": ws_s * 1e3, "total_ms": (net_s + ws_s) * 1e3,
+                         "megapixels_per_s": mp / (net_s + ws_s), "nuclei": int(labels.max(initial=0))})
+    return {"machine": machine(), "device": str(predictor.device), "torch_threads": torch.get_num_threads(),
+            "rows": rows}
+
+
+def format_predict(result: dict) -> str:
+    lines = [f"machine: {result['machine']}; device {result['device']}, torch threads {result['torch_threads']}",
+             f"{'image':<14}{'H x W':>11}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}{'total ms':>10}{'MPx/s':>8}"]
+    for r in result["rows"]:
+        lines.append(f"{r['image']:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{'yes' if r['tta'] else 'no':>5}"
+                     f"{r['network_ms']:>12.0f}{r['watershed_ms']:>14.0f}{r['total_ms']:>10.0f}"
+                     f"{r['megapixels_per_s']:>8.2f}")
+    return "\n".join(lines)
+
+
 def to_json(result: dict) -> str:
     return json.dumps(result, indent=1)
 

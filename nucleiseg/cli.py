@@ -217,6 +217,8 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
                    + (f"; {len(report.extra)} predictions without truth ignored" if report.extra else ""))
         for f in report.failed:
             click.echo(f"failed {f['image_id']}: {f['error']}")
+        if report.failed:
+            click.echo(f"{report.n_images} images scored, {len(report.failed)} failed")
     if report.failed:
         sys.exit(1)
 
@@ -289,6 +291,37 @@ def bench_score_cmd(dsb_dir: Path, huge: bool, model: Path | None, as_json: Path
         _fail(str(exc))
     result = bench_score(dsb_dir, prediction, huge=huge)
     click.echo(format_score(result))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
+@bench.command("predict")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model file [default: bundled].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-tta", is_flag=True, help="Skip the TTA rows.")
+@click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
+def bench_predict_cmd(model: Path | None, device: str, no_tta: bool, as_json: Path | None) -> None:
+    """Inference speed on bundled samples of 256x256, 520x696 and 1024x1024 pixels.
+
+    \b
+    Example:
+      nucleiseg bench predict
+    """
+    from .benchmark import bench_predict, format_predict, to_json
+    from .data.images import read_image
+    from .data.sources import bundled_samples_dir
+    from .predict import Predictor
+
+    try:
+        predictor = Predictor.from_file(model, device)
+    except NucleisegError as exc:
+        _fail(str(exc))
+    images = {}
+    for prefix in ("1c681dfa5cf7", "4596961c789d", "76a372bfd3fa"):  # 256x256, 520x696, 1024x1024
+        path = next((bundled_samples_dir() / "images").glob(f"{prefix}*.png"))
+        images[prefix] = read_image(path)
+    result = bench_predict(predictor, images, tta=(False,) if no_tta else (False, True))
+    click.echo(format_predict(result))
     if as_json:
         as_json.write_text(to_json(result))
 
