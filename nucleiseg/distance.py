@@ -16,6 +16,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .labels import check_label_image
+
 _INF = np.inf
 
 
@@ -280,13 +282,7 @@ def two_nearest_distances(labels: np.ndarray, max_distance: float) -> tuple[np.n
     ValueError
         if ``labels`` is not a 2-D non-negative integer array or ``max_distance`` <= 0.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D label image, got shape {labels.shape}")
-    if labels.dtype.kind not in "ui":
-        raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise ValueError("labels hold negative values")
+    labels = check_label_image(labels)
     if not max_distance > 0:
         raise ValueError(f"max_distance must be > 0, got {max_distance}")
     d1, d2 = _merge(*chunk_distances(labels, max_distance))

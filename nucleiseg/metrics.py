@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit
 
+from .labels import check_label_image
+
 #: The DSB2018 IoU thresholds 0.50, 0.55, ..., 0.95 as k / 20.
 THRESHOLD_NUMERATORS = np.arange(10, 20)
 THRESHOLDS = THRESHOLD_NUMERATORS / 20.0
@@ -60,17 +62,6 @@ class MatchingStats:
         return asdict(self)
 
 
-def _check(y: np.ndarray, name: str) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D label image, got shape {y.shape}")
-    if y.dtype.kind not in "ui":
-        raise ValueError(f"{name} must have an integer dtype, got {y.dtype}")
-    if y.dtype.kind == "i" and y.size and y.min() < 0:
-        raise ValueError(f"{name} holds negative labels")
-    return y
-
-
 def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray):
     """Object areas and the intersections of every overlapping (true, predicted) pair.
 
@@ -90,8 +81,8 @@ def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray):
     ValueError
         if the inputs are not 2-D non-negative integer arrays of one shape.
     """
-    y_true = _check(y_true, "y_true")
-    y_pred = _check(y_pred, "y_pred")
+    y_true = check_label_image(y_true, "y_true")
+    y_pred = check_label_image(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"shapes differ: y_true {y_true.shape} vs y_pred {y_pred.shape}")
     t, t_values = _dense_labels(np.ascontiguousarray(y_true).ravel())

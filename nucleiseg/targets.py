@@ -13,22 +13,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .labels import check_label_image
+
 #: Default border width in pixels (radius of the disk around a pixel that must see two nuclei).
 DEFAULT_BORDER_WIDTH = 2
 
 #: Class indices of the 3-channel softmax target.
 INTERIOR, BORDER, BACKGROUND = 0, 1, 2
-
-
-def _check_labels(labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"label image must be 2-D (H, W), got shape {labels.shape}")
-    if labels.dtype.kind not in "ui":
-        raise ValueError(f"label image must have an integer dtype, got {labels.dtype}")
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise ValueError("label image holds negative labels")
-    return labels
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -56,7 +47,7 @@ def contact_border(labels: np.ndarray, border_width: int = DEFAULT_BORDER_WIDTH)
     ValueError
         if ``labels`` is not a 2-D non-negative integer array or ``border_width`` < 1.
     """
-    labels = _check_labels(labels)
+    labels = check_label_image(labels)
     if border_width < 1:
         raise ValueError(f"border_width must be >= 1 pixel, got {border_width}")
     footprint = _disk(int(border_width))
@@ -94,7 +85,7 @@ def sigmoid_targets(labels: np.ndarray, border_width: int = DEFAULT_BORDER_WIDTH
     ``full_mask=False``: (mask - border, border); ``full_mask=True``: (mask, border).
     Returns (2, H, W) uint8 of 0/1.
     """
-    labels = _check_labels(labels)
+    labels = check_label_image(labels)
     border = contact_border(labels, border_width)
     mask = labels > 0
     first = mask if full_mask else (mask & ~border)

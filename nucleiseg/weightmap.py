@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .distance import chunk_distances, merge_pair
+from .labels import check_label_image
 
 
 def class_balance_weights(labels: np.ndarray) -> tuple[float, float]:
@@ -62,13 +63,7 @@ def unet_weight_map(
         if ``labels`` is not a 2-D non-negative integer array, ``sigma`` <= 0, ``w0`` < 0, or
         ``class_weights`` is not two non-negative numbers.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D label image (H, W), got shape {labels.shape}")
-    if labels.dtype.kind not in "ui":
-        raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise ValueError("labels hold negative values")
+    labels = check_label_image(labels)
     if not sigma > 0 or not w0 >= 0:
         raise ValueError(f"need sigma > 0 and w0 >= 0, got sigma={sigma}, w0={w0}")
     if class_weights is None:

@@ -1,0 +1,23 @@
+"""The one check every function taking a label image applies to it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_label_image(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as an array if it is a 2-D non-negative integer label image.
+
+    Raises
+    ------
+    ValueError
+        naming ``name``, if it is not 2-D, not of an integer dtype, or holds negative values.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D label image (H, W), got shape {labels.shape}")
+    if labels.dtype.kind not in "ui":
+        raise ValueError(f"{name} must have an integer dtype, got {labels.dtype}")
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise ValueError(f"{name} holds negative labels")
+    return labels
