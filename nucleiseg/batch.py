@@ -13,12 +13,13 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .data.images import read_image, read_label_image, write_label_image, write_png
+from .data.images import read_image, read_label_image, write_label_image, write_label_png, write_png
+from .measure import measure_nuclei, summary_row, write_table
 from .data.rle import write_submission
 from .data.sources import LabelSource, iter_image_paths
 from .errors import NucleisegError
 from .metrics import MatchingStats, dataset_table, image_score, matching_table
-from .overlay import outline_overlay
+from .overlay import colour_overlay
 from .predict import Predictor
 
 
@@ -41,6 +42,9 @@ def predict_files(
     overlay: bool = True,
     tta: bool = False,
     skip_existing: bool = False,
+    measure: bool = False,
+    pixel_size: float | None = None,
+    label_format: str = "tif",
     progress: Callable[[Iterable], Iterator] = iter,
 ) -> list[PredictResult]:
     """Predict every image of ``inputs`` (see :func:`iter_image_paths`) into ``out``.
@@ -50,6 +54,9 @@ def predict_files(
     streamed (one label image in memory at a time) and renamed into place at the end.
     ``tta`` averages the 8 dihedral transforms. ``skip_existing`` leaves images whose outputs
     are already in ``out`` (a killed run resumed); their labels are read back for the CSV.
+    ``measure`` also writes ``out/<ImageId>_nuclei.csv`` (:mod:`nucleiseg.measure`, areas in
+    square micrometres too with ``pixel_size``) and ``out/summary.csv`` (one row per image).
+    ``label_format``: "tif" (uint16 TIFF) or "png" (16-bit PNG).
 
     Raises
     ------
@@ -59,6 +66,9 @@ def predict_files(
     """
     out.mkdir(parents=True, exist_ok=True)
     results: list[PredictResult] = []
+    summary: list[dict] = []
+    if label_format not in ("tif", "png"):
+        raise NucleisegError(f"label format must be 'tif' or 'png', got {label_format!r}")
 
     def labeled() -> Iterator[tuple[str, np.ndarray]]:
         seen: set[str] = set()
@@ -68,19 +78,30 @@ def predict_files(
                 results.append(PredictResult(image_id, "failed", error=f"{path}: ImageId {image_id} appears twice"))
                 continue
             seen.add(image_id)
-            labels_path, overlay_path = out / f"{image_id}.tif", out / f"{image_id}_overlay.png"
+            labels_path = out / f"{image_id}.{label_format}"
+            overlay_path, table_path = out / f"{image_id}_overlay.png", out / f"{image_id}_nuclei.csv"
+            wanted = [labels_path] + [overlay_path] * overlay + [table_path] * measure
             try:
-                if skip_existing and labels_path.is_file() and (not overlay or overlay_path.is_file()):
-                    labels = read_label_image(labels_path) if rle_path is not None else None
+                if skip_existing and all(p.is_file() for p in wanted):
+                    labels = read_label_image(labels_path) if (rle_path is not None or measure) else None
+                    if measure:
+                        summary.append(summary_row(image_id, {"area_px": np.bincount(labels.ravel())[1:]}, None))
                     results.append(PredictResult(image_id, "skipped"))
                 else:
                     image = read_image(path)
                     labels = predictor.predict(image, tta=tta)
-                    write_label_image(labels_path, labels)
+                    if label_format == "tif":
+                        write_label_image(labels_path, labels)
+                    else:
+                        write_label_png(labels_path, labels)
                     if overlay:
-                        write_png(overlay_path, outline_overlay(image, labels))
-                    results.append(PredictResult(image_id, "done", int(labels.max(initial=0)),
-                                                 time.perf_counter() - t0))
+                        write_png(overlay_path, colour_overlay(image, labels))
+                    seconds = time.perf_counter() - t0
+                    if measure:
+                        table = measure_nuclei(labels, image, pixel_size)
+                        write_table(table_path, table)
+                        summary.append(summary_row(image_id, table, seconds))
+                    results.append(PredictResult(image_id, "done", int(labels.max(initial=0)), seconds))
             except NucleisegError as exc:
                 results.append(PredictResult(image_id, "failed", error=str(exc)))
                 continue
@@ -92,6 +113,8 @@ def predict_files(
     else:
         for _ in labeled():
             pass
+    if measure:
+        write_table(out / "summary.csv", summary)
     return results
 
 

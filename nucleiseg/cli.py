@@ -125,19 +125,25 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 @click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
 @click.option("--tta", is_flag=True, help="Average the 8 flips / 90-degree rotations (8x slower).")
 @click.option("--skip-existing", is_flag=True, help="Skip images whose outputs are already in OUT (resume a run).")
+@click.option("--measure", is_flag=True, help="Also write OUT/<ImageId>_nuclei.csv per image and OUT/summary.csv.")
+@click.option("--pixel-size", type=float, help="Micrometres per pixel, for areas in square micrometres (--measure).")
+@click.option("--format", "label_format", type=click.Choice(["tif", "png"]), default="tif", show_default=True,
+              help="Label image format: uint16 TIFF or 16-bit PNG.")
 @click.option("--tile-size", default=1024, show_default=True,
               help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
-            skip_existing, tile_size) -> None:
+            skip_existing, measure, pixel_size, label_format, tile_size) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
     Writes OUT/<ImageId>.tif (uint16 label image, 0 = background, 1..N nuclei) and
-    OUT/<ImageId>_overlay.png (outlines on the image). With no INPUTS, runs on the bundled
-    sample images and prints the DSB score against their bundled label images.
+    OUT/<ImageId>_overlay.png (each nucleus tinted and outlined in its own colour); --measure adds
+    per-nucleus tables. With no INPUTS, runs on the bundled sample images and prints the DSB
+    score against their bundled label images.
     Examples:
       nucleiseg predict -o out
       nucleiseg predict my_images/ -o out --rle submission.csv
+      nucleiseg predict scan.tif -o out --measure --pixel-size 0.325
     """
     from .batch import predict_files, score_sources
     from .data.sources import LabelSource, bundled_samples_dir
@@ -157,7 +163,8 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     t0 = time.perf_counter()
     try:
         results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
-                                skip_existing=skip_existing,
+                                skip_existing=skip_existing, measure=measure, pixel_size=pixel_size,
+                                label_format=label_format,
                                 progress=lambda it: tqdm(it, desc=f"predict ({predictor.device.type})", unit="image",
                                                          file=sys.stderr))
     except NucleisegError as exc:

@@ -121,3 +121,31 @@ def test_predict_goes_on_past_a_bad_image(tmp_path):
     assert "broken: FAILED" in r.output and "1 images labeled" in r.output
     assert (tmp_path / "o" / f"{good.stem}.tif").is_file()
     assert not list((tmp_path / "o").glob("*.tmp*"))
+
+
+def test_predict_measure_and_png_format(tmp_path):
+    import csv as _csv
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("1c681dfa5cf7"))
+    (folder / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "out"
+    r = run("predict", folder, "-o", out, "--measure", "--pixel-size", 0.5, "--format", "png")
+    assert r.exit_code == 0, r.output
+    labels = read_label_image(out / f"{src.stem}.png")
+    assert labels.dtype == np.uint16 and labels.max() > 0
+    with open(out / f"{src.stem}_nuclei.csv") as f:
+        rows = list(_csv.DictReader(f))
+    assert len(rows) == labels.max()
+    first = rows[0]
+    assert int(first["area_px"]) == (labels == int(first["label"])).sum()
+    assert float(first["area_um2"]) == pytest.approx(int(first["area_px"]) * 0.25)
+    with open(out / "summary.csv") as f:
+        summary = list(_csv.DictReader(f))
+    assert summary[0]["image_id"] == src.stem and int(summary[0]["n_nuclei"]) == labels.max()
+    # resumed run: skipped, summary still complete
+    r = run("predict", folder, "-o", out, "--measure", "--format", "png", "--skip-existing")
+    assert "1 skipped" in r.output
+    with open(out / "summary.csv") as f:
+        assert int(list(_csv.DictReader(f))[0]["n_nuclei"]) == labels.max()

@@ -136,8 +136,22 @@ def write_label_image(path: str | os.PathLike, labels: np.ndarray) -> None:
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), photometric="minisblack"))
 
 
+def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a label image as a 16-bit grayscale PNG, atomically.
+
+    Raises
+    ------
+    ValueError
+        if a label exceeds 65535 (PNG holds at most 16 bits; use TIFF).
+    """
+    labels = np.asarray(labels)
+    if labels.max(initial=0) > 65535:
+        raise ValueError(f"{path}: labels above 65535 do not fit a 16-bit PNG; write TIFF instead")
+    write_png(path, labels.astype(np.uint16))
+
+
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an (H, W) or (H, W, 3) uint8 RGB image as PNG, atomically."""
+    """Write an (H, W) uint8/uint16 or (H, W, 3) uint8 RGB image as PNG, atomically."""
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
