@@ -8,8 +8,8 @@ The pipeline, one module each::
 Example
 -------
 >>> import nucleiseg
->>> predictor = nucleiseg.Predictor.from_file()          # the bundled model
->>> labels = predictor.predict(nucleiseg.read_image("cells.png"))   # doctest: +SKIP
+>>> model = nucleiseg.load_model()          # the bundled model
+>>> labels = model.predict(nucleiseg.read_image("cells.png"))   # doctest: +SKIP
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -22,7 +22,25 @@ from .metrics import MatchingStats, dataset_table, dsb_score, matching_table
 from .model import UNet, UNetConfig
 from .postprocess import WatershedParams, probabilities_to_labels
 from .predict import Predictor
+
+
+def load_model(path: str | None = None, device: str = "auto", **kwargs) -> Predictor:
+    """Load a model file (None: the bundled model) as a :class:`Predictor`.
+
+    ``model.predict(image)`` -> (H, W) int32 label image; ``model.predict_probabilities(image)``
+    -> (3, H, W) float32. ``device`` is 'auto' (CUDA when available), 'cpu' or 'cuda'; ``kwargs``
+    go to :class:`Predictor` (``tile_size``, ``overlap``, ``batch_size``).
+
+    Raises
+    ------
+    ModelFileError
+        if the file is missing, not a nucleiseg model, or does not match its configuration.
+    """
+    return Predictor.from_file(path, device, **kwargs)
+
+from .measure import measure_nuclei
 from .targets import class_map, contact_border, sigmoid_targets, softmax_targets
+from .weightmap import unet_weight_map
 
 try:
     __version__ = version("nucleiseg")
@@ -32,7 +50,8 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "AnnotationError", "DSBItem", "Defect", "ImageReadError", "MatchingStats", "ModelFileError", "NucleisegError",
     "Predictor", "RLEError", "UNet", "UNetConfig", "WatershedParams", "class_map", "contact_border", "dataset_table",
-    "decode_labels", "decode_rle", "dsb_score", "encode_labels", "iter_dsb2018", "matching_table", "normalize_image",
+    "decode_labels", "decode_rle", "dsb_score", "encode_labels", "iter_dsb2018", "load_model", "matching_table",
+    "normalize_image", "unet_weight_map", "measure_nuclei",
     "probabilities_to_labels", "read_image", "read_item", "read_label_image", "read_solution_csv", "sigmoid_targets",
     "softmax_targets", "write_label_image", "write_submission",
 ]

@@ -21,15 +21,41 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def _bar(iterable=None, **kwargs):
+    """A tqdm progress bar on stderr, silent with --quiet."""
+    ctx = click.get_current_context(silent=True)
+    quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
+    return tqdm(iterable, file=sys.stderr, disable=quiet, **kwargs)
+
+
+class _Group(click.Group):
+    """Unexpected errors become one line (with their type) unless --verbose asks for the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if (ctx.obj or {}).get("verbose"):
+                raise
+            raise click.ClickException(f"{type(exc).__name__}: {exc} (--verbose shows the traceback)") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="nucleiseg")
-def main() -> None:
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """Find every cell nucleus in microscopy images and give each its own label.
 
     \b
     Example:
       nucleiseg predict -o out          # bundled model on the bundled sample images
+      nucleiseg -q score truth/ out/    # no progress bars
     """
+    ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 
 @main.command()
@@ -49,8 +75,7 @@ def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None) -> Non
 
     try:
         rows = convert_dsb2018(src, dst, border_width, to_rle,
-                               progress=lambda it, total: tqdm(it, total=total, desc="convert", unit="image",
-                                                                file=sys.stderr))
+                               progress=lambda it, total: _bar(it, total=total, desc="convert", unit="image"))
     except NucleisegError as exc:
         _fail(str(exc))
     failed = [r for r in rows if r.status != "ok"]
@@ -105,8 +130,8 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
     dev = choose_device(device)
     try:
         result = run_training(data, out, cfg, dev, resume=resume, log=lambda m: tqdm.write(m, file=sys.stderr),
-                              progress_bar=lambda total: tqdm(total=total, desc=f"train ({dev.type})", unit="step",
-                                                              file=sys.stderr, mininterval=5))
+                              progress_bar=lambda total: _bar(total=total, desc=f"train ({dev.type})", unit="step",
+                                                               mininterval=5))
     except NucleisegError as exc:
         _fail(str(exc))
     v = result["validation"]
@@ -165,8 +190,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
         results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
                                 skip_existing=skip_existing, measure=measure, pixel_size=pixel_size,
                                 label_format=label_format,
-                                progress=lambda it: tqdm(it, desc=f"predict ({predictor.device.type})", unit="image",
-                                                         file=sys.stderr))
+                                progress=lambda it: _bar(it, desc=f"predict ({predictor.device.type})", unit="image"))
     except NucleisegError as exc:
         _fail(str(exc))
     done = [r for r in results if r.status == "done"]
@@ -209,7 +233,7 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
 
     try:
         report = score_sources(LabelSource(true), LabelSource(pred),
-                               progress=lambda it: tqdm(it, desc="score", unit="image", file=sys.stderr))
+                               progress=lambda it: _bar(it, desc="score", unit="image"))
     except NucleisegError as exc:
         _fail(str(exc))
     if as_json:
@@ -260,7 +284,7 @@ def bench_weightmap_cmd(dsb_dir: Path, limit: int | None, no_reference: bool, me
     if limit is not None:
         ids = ids[:limit] + ([BIG_IMAGE] if BIG_IMAGE in ids[limit:] else [])
     result = bench_weightmap(dsb_dir, ids, reference=not no_reference,
-                             progress=lambda it: tqdm(it, desc="weight maps", unit="image", file=sys.stderr))
+                             progress=lambda it: _bar(it, desc="weight maps", unit="image"))
     click.echo(format_weightmap(result))
     if memory and BIG_IMAGE in ids:
         labels = source.get(BIG_IMAGE)

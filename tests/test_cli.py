@@ -149,3 +149,22 @@ def test_predict_measure_and_png_format(tmp_path):
     assert "1 skipped" in r.output
     with open(out / "summary.csv") as f:
         assert int(list(_csv.DictReader(f))[0]["n_nuclei"]) == labels.max()
+
+
+def test_unexpected_errors_one_line_unless_verbose(tmp_path, monkeypatch):
+    import nucleiseg.batch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(nucleiseg.batch, "predict_files", broken)
+    r = CliRunner().invoke(main, ["predict", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "RuntimeError: disk on fire" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["--verbose", "predict", "-o", str(tmp_path / "o")])
+    assert isinstance(r.exception, RuntimeError)
+
+
+def test_quiet_has_no_progress_bar():
+    labels = bundled_samples_dir() / "labels"
+    r = CliRunner().invoke(main, ["--quiet", "score", str(labels), str(labels)])
+    assert r.exit_code == 0 and "image/s" not in r.output and "DSB score 1.0000" in r.output
