@@ -218,7 +218,9 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--per-image", is_flag=True, help="Also print each image's score.")
-def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also draw precision, recall, F1 and DSB against the IoU threshold into this PNG.")
+def score(true: Path, pred: Path, as_json: bool, per_image: bool, plot: Path | None) -> None:
     """Score predictions PRED against ground truth TRUE with the DSB2018 metric.
 
     \b
@@ -236,6 +238,11 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
                                progress=lambda it: _bar(it, desc="score", unit="image"))
     except NucleisegError as exc:
         _fail(str(exc))
+    if plot is not None and report.per_threshold:
+        from .figures import score_plot
+
+        score_plot(plot, report.per_threshold, f"{pred.name} vs {true.name}: DSB score {report.score:.4f} "
+                                               f"over {report.n_images} images")
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
@@ -252,6 +259,39 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool) -> None:
             click.echo(f"{report.n_images} images scored, {len(report.failed)} failed")
     if report.failed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--truth", "-t", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ground-truth label image: adds a TP / FP / FN panel at IoU 0.5 and the DSB score.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Figure file [default: IMAGE_show.png].")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model when LABELS is not given.")
+def show(image: Path, labels: Path | None, truth: Path | None, out: Path | None, model: Path | None) -> None:
+    """Save a side-by-side figure: IMAGE, its labels (LABELS, or predicted), and the matching
+    against --truth.
+
+    \b
+    Example:
+      nucleiseg show cells.png out/cells.tif --truth truth/cells.tif -o cells_show.png
+    """
+    from .data.images import read_image, read_label_image
+    from .figures import show_figure
+    from .predict import Predictor
+
+    try:
+        img = read_image(image)
+        lab = read_label_image(labels) if labels else Predictor.from_file(model).predict(img)
+        true = read_label_image(truth) if truth else None
+    except NucleisegError as exc:
+        _fail(str(exc))
+    for name, arr in (("labels", lab), ("truth", true)):
+        if arr is not None and arr.shape != img.shape[:2]:
+            _fail(f"{name} {arr.shape} and image {img.shape[:2]} differ in shape")
+    out = out or image.with_name(image.stem + "_show.png")
+    show_figure(out, img, lab, true, image.name)
+    click.echo(f"wrote {out}")
 
 
 DEFAULT_DSB = "../shared/dsb2018/stage1_train"

@@ -12,7 +12,8 @@ the data is loaded: a few seconds for all of stage1_train, so nothing is stored 
 learning rate warms up over the first 3% of the budget, then follows a cosine to 1% of its
 peak, where "budget" is the furthest of the requested epochs, steps and minutes. The best
 checkpoint by validation DSB score is written to ``--out``; a resumable state (model, optimiser,
-step, elapsed time, RNG states) to ``<out>.resume.pt`` at every validation.
+step, elapsed time, RNG states) to ``<out>.resume.pt`` and the loss / validation-score curve to
+``<out>.curve.png`` at every validation.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .checkpoint import save_model
 from .data.dsb2018 import is_dsb2018_root, iter_dsb2018
 from .data.images import atomic_write, normalize_image
 from .data.split import make_validation_split, modality, validation_ids
+from .figures import training_curve
 from .errors import NucleisegError
 from .metrics import dsb_score
 from .model import UNet, UNetConfig
@@ -309,6 +311,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
                     save_model(out, model, {**meta, "watershed": params.to_dict(),
                                             "validation": {"score": score, "per_modality": per_mod, "step": step}})
                 save_state()
+                training_curve(out.with_name(out.name + ".curve.png"), history)
                 elapsed = time.perf_counter() - start  # validation time counts against --minutes
             if stop:
                 save_state()

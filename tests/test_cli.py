@@ -55,7 +55,7 @@ def test_convert_train_predict_score(tmp_path, small_dsb, sample_labels):
     r = run("train", data, "--out", model, "--steps", 3, "--val-every", 2, "--features", "4,8,16",
             "--crop-size", 64, "--batch-size", 2, "--device", "cpu")
     assert r.exit_code == 0, r.output
-    assert model.is_file() and (tmp_path / "m.pt.resume.pt").is_file()
+    assert model.is_file() and (tmp_path / "m.pt.resume.pt").is_file() and (tmp_path / "m.pt.curve.png").is_file()
     r = run("train", data, "--out", model, "--steps", 4, "--val-every", 2, "--features", "4,8,16",
             "--crop-size", 64, "--batch-size", 2, "--device", "cpu", "--resume")
     assert r.exit_code == 0, r.output
@@ -168,3 +168,17 @@ def test_quiet_has_no_progress_bar():
     labels = bundled_samples_dir() / "labels"
     r = CliRunner().invoke(main, ["--quiet", "score", str(labels), str(labels)])
     assert r.exit_code == 0 and "image/s" not in r.output and "DSB score 1.0000" in r.output
+
+
+def test_show_and_score_plot(tmp_path, sample_ids):
+    import cv2 as _cv2
+
+    image_id = next(i for i in sample_ids if i.startswith("1c681dfa5cf7"))
+    image = bundled_samples_dir() / "images" / f"{image_id}.png"
+    truth = bundled_samples_dir() / "labels" / f"{image_id}.tif"
+    r = run("show", image, truth, "--truth", truth, "-o", tmp_path / "fig.png")
+    assert r.exit_code == 0, r.output
+    fig = _cv2.imread(str(tmp_path / "fig.png"))
+    assert fig is not None and fig.shape[1] > 2 * fig.shape[0]  # three panels side by side
+    r = run("score", bundled_samples_dir() / "labels", bundled_samples_dir() / "labels", "--plot", tmp_path / "s.png")
+    assert r.exit_code == 0 and _cv2.imread(str(tmp_path / "s.png")) is not None
