@@ -45,6 +45,7 @@ def predict_files(
     measure: bool = False,
     pixel_size: float | None = None,
     label_format: str = "tif",
+    channel: int | None = None,
     progress: Callable[[Iterable], Iterator] = iter,
 ) -> list[PredictResult]:
     """Predict every image of ``inputs`` (see :func:`iter_image_paths`) into ``out``.
@@ -56,7 +57,8 @@ def predict_files(
     are already in ``out`` (a killed run resumed); their labels are read back for the CSV.
     ``measure`` also writes ``out/<ImageId>_nuclei.csv`` (:mod:`nucleiseg.measure`, areas in
     square micrometres too with ``pixel_size``) and ``out/summary.csv`` (one row per image).
-    ``label_format``: "tif" (uint16 TIFF) or "png" (16-bit PNG).
+    ``label_format``: "tif" (uint16 TIFF) or "png" (16-bit PNG). ``channel``: predict on one
+    page of multi-page TIFFs or one channel of multi-channel images (see :func:`read_image`).
 
     Raises
     ------
@@ -88,7 +90,7 @@ def predict_files(
                         summary.append(summary_row(image_id, {"area_px": np.bincount(labels.ravel())[1:]}, None))
                     results.append(PredictResult(image_id, "skipped"))
                 else:
-                    image = read_image(path)
+                    image = read_image(path, channel)
                     labels = predictor.predict(image, tta=tta)
                     if label_format == "tif":
                         write_label_image(labels_path, labels)

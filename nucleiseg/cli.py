@@ -152,12 +152,13 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 @click.option("--skip-existing", is_flag=True, help="Skip images whose outputs are already in OUT (resume a run).")
 @click.option("--measure", is_flag=True, help="Also write OUT/<ImageId>_nuclei.csv per image and OUT/summary.csv.")
 @click.option("--pixel-size", type=float, help="Micrometres per pixel, for areas in square micrometres (--measure).")
+@click.option("--channel", type=int, help="Use this page of multi-page TIFFs, or this channel of colour images.")
 @click.option("--format", "label_format", type=click.Choice(["tif", "png"]), default="tif", show_default=True,
               help="Label image format: uint16 TIFF or 16-bit PNG.")
 @click.option("--tile-size", default=1024, show_default=True,
               help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
-            skip_existing, measure, pixel_size, label_format, tile_size) -> None:
+            skip_existing, measure, pixel_size, channel, label_format, tile_size) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -189,7 +190,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     try:
         results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
                                 skip_existing=skip_existing, measure=measure, pixel_size=pixel_size,
-                                label_format=label_format,
+                                label_format=label_format, channel=channel,
                                 progress=lambda it: _bar(it, desc=f"predict ({predictor.device.type})", unit="image"))
     except NucleisegError as exc:
         _fail(str(exc))
@@ -268,7 +269,9 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool, plot: Path | N
               help="Ground-truth label image: adds a TP / FP / FN panel at IoU 0.5 and the DSB score.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Figure file [default: IMAGE_show.png].")
 @click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model when LABELS is not given.")
-def show(image: Path, labels: Path | None, truth: Path | None, out: Path | None, model: Path | None) -> None:
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def show(image: Path, labels: Path | None, truth: Path | None, out: Path | None, model: Path | None,
+         device: str) -> None:
     """Save a side-by-side figure: IMAGE, its labels (LABELS, or predicted), and the matching
     against --truth.
 
@@ -282,7 +285,7 @@ def show(image: Path, labels: Path | None, truth: Path | None, out: Path | None,
 
     try:
         img = read_image(image)
-        lab = read_label_image(labels) if labels else Predictor.from_file(model).predict(img)
+        lab = read_label_image(labels) if labels else Predictor.from_file(model, device).predict(img)
         true = read_label_image(truth) if truth else None
     except NucleisegError as exc:
         _fail(str(exc))

@@ -296,3 +296,21 @@ def test_non_finite_loss_names_the_images(tmp_path, small_dsb):
     cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=3, val_every=3)
     with pytest.raises(NucleisegError, match="non-finite loss at step 0 on images .*[0-9a-f]{64}"):
         train(data, tmp_path / "m.pt", cfg, torch.device("cpu"), log=lambda m: None)
+
+
+def test_channel_selection(tmp_path):
+    pages = np.stack([np.full((4, 5), k, np.uint16) for k in (3, 8, 9)])
+    tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="minisblack")  # three pages
+    tifffile.imwrite(tmp_path / "planar.tif", pages, photometric="rgb", planarconfig="separate")
+    assert read_image(tmp_path / "planar.tif").shape == (4, 5, 3)
+    assert (read_image(tmp_path / "planar.tif", channel=1) == 8).all()
+    assert (read_image(tmp_path / "stack.tif") == 3).all()
+    assert (read_image(tmp_path / "stack.tif", channel=2) == 9).all()
+    with pytest.raises(ImageReadError, match="no page 3"):
+        read_image(tmp_path / "stack.tif", channel=3)
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 1] = 7
+    cv2.imwrite(str(tmp_path / "rgb.png"), rgb[..., ::-1])
+    assert (read_image(tmp_path / "rgb.png", channel=1) == 7).all()
+    with pytest.raises(ImageReadError, match="no channel 5"):
+        read_image(tmp_path / "rgb.png", channel=5)

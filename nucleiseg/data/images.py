@@ -23,22 +23,25 @@ from ..errors import ImageReadError
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
     """Read a microscopy image as it is stored.
 
     Parameters
     ----------
     path : path to a PNG, TIFF, JPEG or BMP file.
+    channel : None for the whole image (the first page of a multi-page TIFF); an index to pick
+        one page of a multi-page TIFF, or else one channel of a multi-channel image.
 
     Returns
     -------
-    ndarray, (H, W) for grayscale or (H, W, C) with C in 1..4 in RGB(A) order; dtype uint8,
-    uint16 or float32 as stored. A multi-page TIFF gives its first page.
+    ndarray, (H, W) for grayscale or a picked channel, or (H, W, C) with C in 1..4 in RGB(A)
+    order; dtype uint8, uint16 or float32 as stored.
 
     Raises
     ------
     ImageReadError
-        if the file is missing, empty, unreadable as an image, or not 2-D with 1 to 4 channels.
+        if the file is missing, empty, unreadable as an image, not 2-D with 1 to 4 channels, or
+        has no such channel / page.
     """
     path = Path(path)
     if not path.is_file():
@@ -48,7 +51,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
         try:
             with tifffile.TiffFile(path) as tif:
-                image = tif.pages[0].asarray()
+                n_pages = len(tif.pages)
+                page = channel if (channel is not None and n_pages > 1) else 0
+                if page >= n_pages or page < 0:
+                    raise ImageReadError(f"{path}: no page {page} (the file has {n_pages})")
+                tif_page = tif.pages[page]
+                image = tif_page.asarray()
+                if image.ndim == 3 and tif_page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+                    image = np.moveaxis(image, 0, -1)  # planar (C, H, W) -> (H, W, C)
+                if channel is not None and n_pages > 1:
+                    channel = None  # the page was the channel
+        except ImageReadError:
+            raise
         except Exception as exc:  # tifffile raises many types for damaged files
             raise ImageReadError(f"{path}: not a readable TIFF ({exc})") from None
     else:
@@ -68,6 +82,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: unsupported pixel type {image.dtype}")
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise ImageReadError(f"{path}: image holds NaN or infinite values")
+    if channel is not None:
+        n = image.shape[2] if image.ndim == 3 else 1
+        if not 0 <= channel < n:
+            raise ImageReadError(f"{path}: no channel {channel} (the image has {n})")
+        image = image[:, :, channel] if image.ndim == 3 else image
     return image
 
 
