@@ -12,7 +12,7 @@ import numpy as np
 
 
 def random_crop(
-    arrays: list[np.ndarray], size: int, rng: np.random.Generator, scale_range=(0.7, 1.4)
+    arrays: list[np.ndarray], size: int, rng: np.random.Generator, scale_range: tuple[float, float] = (0.7, 1.4)
 ) -> list[np.ndarray]:
     """The same random ``size`` x ``size`` crop of several (H, W) arrays (image, classes, weights).
 
@@ -59,8 +59,10 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def sample_batch(images, classes, probabilities, batch_size: int, crop_size: int, rng: np.random.Generator,
-                 pixel_weights=None):
+def sample_batch(
+    images: list[np.ndarray], classes: list[np.ndarray], probabilities: np.ndarray, batch_size: int, crop_size: int,
+    rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Draw a batch: images chosen with ``probabilities``, each cropped and augmented.
 
     Returns (batch_size, 1, crop, crop) float32 inputs, (batch_size, crop, crop) int64 classes,

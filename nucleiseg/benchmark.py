@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 from scipy import ndimage
@@ -24,6 +24,9 @@ from .data.sources import LabelSource
 from .metrics import matching_table, threshold_ties
 from .references import kaggle_kernel_score, unet_weight_map_reference
 from .weightmap import unet_weight_map
+
+if TYPE_CHECKING:
+    from .predict import Predictor
 
 BIG_IMAGE = "a102535b0e88374bea4a1cfd9ee7cb3822ff54f4ab2a9845d428ec22f9ee2288"  # 603 x 1272, 375 nuclei
 
@@ -204,7 +207,7 @@ def bench_score(root: Path, big_prediction: np.ndarray | None = None, huge: bool
     return out
 
 
-def counts_agree(ours, stardist, ties) -> str:
+def counts_agree(ours: list[tuple[int, int, int]], stardist: list[tuple[int, int, int]], ties: list[int]) -> str:
     """'yes' when TP/FP/FN equal StarDist's at every threshold without an IoU == t tie, and
     differ by at most the tie count where there are ties; else 'NO'."""
     for (tp, fp, fn), (stp, sfp, sfn), n_ties in zip(ours, stardist, ties):
@@ -237,7 +240,7 @@ def format_score(result: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_predict(predictor, images: dict[str, np.ndarray], repeat: int = 3, tta: tuple[bool, ...] = (False, True),
+def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat: int = 3, tta: tuple[bool, ...] = (False, True),
                   threads: int | None = None) -> dict:
     """Per image size: end-to-end ms per image (best of ``repeat``), split into network
     (normalisation, U-Net, softmax) and watershed, and megapixels per second."""

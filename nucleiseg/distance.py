@@ -217,7 +217,7 @@ def _chunk_distances(labels, ids, boxes, radius, n_chunks):
 
 
 @njit(cache=True, inline="always")
-def merge_pair(d1s, d2s, r, c):
+def merge_pair(d1s: np.ndarray, d2s: np.ndarray, r: int, c: int) -> tuple[float, float]:
     """The two smallest distances at (r, c) over chunks holding distinct nuclei."""
     a1 = d1s[0, r, c]
     a2 = d2s[0, r, c]

@@ -62,7 +62,7 @@ class MatchingStats:
         return asdict(self)
 
 
-def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray):
+def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, ...]:
     """Object areas and the intersections of every overlapping (true, predicted) pair.
 
     Parameters

@@ -27,7 +27,8 @@ def two_nearest_reference(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d1, d2
 
 
-def unet_weight_map_reference(labels, w0=10.0, sigma=5.0, class_weights=None) -> np.ndarray:
+def unet_weight_map_reference(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
+                              class_weights: tuple[float, float] | None = None) -> np.ndarray:
     """U-Net eq. 2 the common way; border term on background, 0 with fewer than two nuclei."""
     labels = np.asarray(labels)
     fg = labels > 0

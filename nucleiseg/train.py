@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -81,7 +82,8 @@ class Sample:
     pixel_weights: np.ndarray | None = None  # (H, W) float32 U-Net weight map, when used
 
 
-def load_samples(data: str | Path, border_width: int, p_low: float, p_high: float, progress=lambda it: it) -> list[Sample]:
+def load_samples(data: str | Path, border_width: int, p_low: float, p_high: float,
+                 progress: Callable[[Iterable], Iterable] = lambda it: it) -> list[Sample]:
     """Read every image of a converted folder or a DSB2018 folder into memory.
 
     Raises
@@ -124,7 +126,8 @@ def split_samples(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     return train, [s for s in samples if s.image_id in held]
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, channels=(0, 1), eps: float = 1.0) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, channels: tuple[int, ...] = (0, 1),
+                   eps: float = 1.0) -> torch.Tensor:
     """1 - mean soft Dice over ``channels`` of softmax(logits) vs one-hot(target)."""
     prob = torch.softmax(logits.float(), dim=1)
     losses = []
@@ -135,7 +138,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, channels=(0, 1), 
     return torch.stack(losses).mean()
 
 
-def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParams, keep_probabilities=False):
+def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParams, keep_probabilities: bool = False
+             ) -> tuple[float, dict[str, float], list[np.ndarray] | None]:
     """DSB score over ``samples``: returns (overall, {modality: score}, probabilities or None)."""
     scores: dict[str, list[float]] = {}
     probs = []
@@ -172,7 +176,7 @@ class TrainingInterrupted(NucleisegError):
 
 
 @contextlib.contextmanager
-def stop_requested():
+def stop_requested() -> Iterator[list[str]]:
     """While active, SIGINT and SIGTERM only append their name to the yielded list (checked once
     per step by the training loop, which then saves its state and stops). Outside the main thread
     signals cannot be caught, and the list stays empty."""
@@ -201,7 +205,7 @@ def _lr_factor(progress: float) -> float:
 
 
 def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.device, resume: bool = False,
-          log=print, progress_bar=None) -> dict:
+          log: Callable[[str], None] = print, progress_bar: Callable[..., Any] | None = None) -> dict:
     """Train and write the best model to ``out``. Returns the final summary (plain data)."""
     out = Path(out)
     resume_path = out.with_name(out.name + ".resume.pt")

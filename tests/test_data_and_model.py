@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -127,3 +128,19 @@ def test_model_file_round_trip_and_refusals(tmp_path):
     (tmp_path / "junk.pt").write_text("junk")
     with pytest.raises(ModelFileError):
         load_model(tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp", ".tif"])
+def test_read_jpeg_bmp_tiff(tmp_path, suffix):
+    rgb = np.zeros((12, 10, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 200, 40  # red-ish in RGB order
+    path = tmp_path / f"x{suffix}"
+    if suffix == ".tif":
+        import tifffile
+
+        tifffile.imwrite(path, rgb, photometric="rgb")
+    else:
+        assert cv2.imwrite(str(path), rgb[..., ::-1])  # OpenCV writes BGR
+    got = read_image(path)
+    assert got.shape == (12, 10, 3)
+    assert abs(int(got[5, 5, 0]) - 200) <= 3 and abs(int(got[5, 5, 2]) - 40) <= 3  # RGB order kept
