@@ -73,7 +73,8 @@ def load_model(path: str | os.PathLike | None = None, device: torch.device | str
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
-        raise ModelFileError(f"{path}: not a loadable nucleiseg model file ({type(exc).__name__}: {exc})") from None
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelFileError(f"{path}: not a loadable nucleiseg model file ({type(exc).__name__}: {first_line})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a nucleiseg model file (missing format '{FORMAT}')")
     if payload.get("version") != VERSION:

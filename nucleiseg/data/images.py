@@ -52,6 +52,8 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarra
         try:
             with tifffile.TiffFile(path) as tif:
                 n_pages = len(tif.pages)
+                if n_pages == 0:
+                    raise ImageReadError(f"{path}: not a readable TIFF (no image in it)")
                 page = channel if (channel is not None and n_pages > 1) else 0
                 if page >= n_pages or page < 0:
                     raise ImageReadError(f"{path}: no page {page} (the file has {n_pages})")
