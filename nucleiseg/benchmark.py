@@ -275,7 +275,14 @@ def format_predict(result: dict) -> str:
 
 
 def to_json(result: dict) -> str:
-    return json.dumps(result, indent=1)
+    """Results as JSON; NumPy scalars and arrays (e.g. from StarDist's counts) become plain numbers."""
+
+    def plain(value):
+        if isinstance(value, (np.generic, np.ndarray)):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    return json.dumps(result, indent=1, default=plain)
 
 
 def peak_rss_mb() -> float:

@@ -163,3 +163,12 @@ def test_counts_agree_rule():
     off = [(4, 0, -1)] + [(3, 1, 0)] * 9
     assert counts_agree(same, off, [0] * 10) == "NO"
     assert counts_agree(same, off, [1] + [0] * 9).startswith("yes (1 IoU == t ties")
+
+
+def test_benchmark_json_takes_numpy_numbers():
+    import json
+
+    from nucleiseg.benchmark import to_json
+
+    result = {"ours": [(np.int64(3), np.int32(1), 0)], "t": np.float32(0.5), "a": np.arange(2)}
+    assert json.loads(to_json(result)) == {"ours": [[3, 1, 0]], "t": 0.5, "a": [0, 1]}
