@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -68,22 +67,28 @@ def compile_seconds() -> float:
 
 def peak_extra_memory_mb(labels: np.ndarray, method: str) -> float:
     """Peak resident memory added by one call of ``method`` ('ours', 'reference', 'edt'),
-    measured in a fresh process (getrusage high-water mark after minus before the call)."""
+    measured in a fresh process: its VmHWM (the high-water mark of its own address space, in
+    /proc/self/status) after minus before the call. getrusage's ru_maxrss is not used: Linux
+    carries it over from the parent through fork and exec."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "labels.npy"
         np.save(path, labels)
         code = (
-            "import resource, sys, numpy as np\n"
+            "import numpy as np\n"
+            "def hwm():\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('VmHWM:'):\n"
+            "            return int(line.split()[1])\n"
             "from scipy import ndimage\n"
             "from nucleiseg.weightmap import unet_weight_map\n"
             "from nucleiseg.references import unet_weight_map_reference\n"
             f"labels = np.load({str(path)!r})\n"
             "t = np.zeros((8, 8), np.uint16); t[1:3, 1:3] = 1; t[4:6, 4:6] = 2; unet_weight_map(t)\n"
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "before = hwm()\n"
             f"m = {method!r}\n"
             "out = (unet_weight_map(labels) if m == 'ours' else unet_weight_map_reference(labels) if m == 'reference'"
             " else ndimage.distance_transform_edt(labels != 0))\n"
-            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+            "print((hwm() - before) / 1024)\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])
@@ -283,8 +288,3 @@ def to_json(result: dict) -> str:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
     return json.dumps(result, indent=1, default=plain)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
