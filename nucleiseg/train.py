@@ -36,8 +36,8 @@ from .checkpoint import save_model
 from .data.dsb2018 import is_dsb2018_root, iter_dsb2018
 from .data.images import atomic_write, normalize_image
 from .data.split import make_validation_split, modality, validation_ids
-from .figures import training_curve
 from .errors import NucleisegError
+from .figures import training_curve
 from .metrics import dsb_score
 from .model import UNet, UNetConfig
 from .postprocess import WatershedParams, probabilities_to_labels
@@ -138,21 +138,36 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, channels: tuple[i
     return torch.stack(losses).mean()
 
 
-def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParams, keep_probabilities: bool = False
-             ) -> tuple[float, dict[str, float], list[np.ndarray] | None]:
-    """DSB score over ``samples``: returns (overall, {modality: score}, probabilities or None)."""
+def score_probabilities(probabilities: Iterable[np.ndarray], samples: list[Sample], params: WatershedParams
+                        ) -> tuple[float, dict[str, float]]:
+    """Mean DSB score of the watershed labels of ``probabilities`` (one (3, H, W) array per sample,
+    in order) against the samples' labels: (overall, {modality: score})."""
     scores: dict[str, list[float]] = {}
-    probs = []
     all_scores = []
-    for s in samples:
-        p = predictor.probabilities_of_normalized(s.image)
-        if keep_probabilities:
-            probs.append(p.astype(np.float16))
+    for p, s in zip(probabilities, samples):
         score = dsb_score(s.labels, probabilities_to_labels(p, params))
         scores.setdefault(s.modality, []).append(score)
         all_scores.append(score)
     per_modality = {m: float(np.mean(v)) for m, v in sorted(scores.items())}
-    return float(np.mean(all_scores)), per_modality, (probs if keep_probabilities else None)
+    return float(np.mean(all_scores)), per_modality
+
+
+def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParams, keep_probabilities: bool = False
+             ) -> tuple[float, dict[str, float], list[np.ndarray] | None]:
+    """DSB score over ``samples``: returns (overall, {modality: score}, probabilities or None).
+
+    Probabilities are computed one image at a time and kept (float32) only when asked for."""
+    kept: list[np.ndarray] = []
+
+    def probabilities() -> Iterator[np.ndarray]:
+        for s in samples:
+            p = predictor.probabilities_of_normalized(s.image)
+            if keep_probabilities:
+                kept.append(p)
+            yield p
+
+    overall, per_modality = score_probabilities(probabilities(), samples, params)
+    return overall, per_modality, (kept if keep_probabilities else None)
 
 
 def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample]) -> tuple[WatershedParams, float]:
@@ -162,10 +177,7 @@ def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample]) -> tu
         for mask in (0.3, 0.4, 0.5, 0.6):
             for min_area in (0, 10, 20, 40):
                 params = WatershedParams(marker, mask, min_area)
-                score = float(np.mean([
-                    dsb_score(s.labels, probabilities_to_labels(p.astype(np.float32), params))
-                    for p, s in zip(probabilities, samples)
-                ]))
+                score = score_probabilities(probabilities, samples, params)[0]
                 if score > best[1]:
                     best = (params, score)
     return best
@@ -324,8 +336,8 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
     # tune the watershed on the best model's validation probabilities and store the result
     best = Predictor.from_file(out, device)
     _, _, probs = evaluate(best, val_set, params, keep_probabilities=True)
-    tuned, tuned_score = tune_watershed(probs, val_set)
-    score, per_mod, _ = evaluate(best, val_set, tuned)
+    tuned, _ = tune_watershed(probs, val_set)
+    score, per_mod = score_probabilities(probs, val_set, tuned)  # the same probabilities, no second pass
     final = {**best.config, "watershed": tuned.to_dict(),
              "validation": {**best.config["validation"], "score": score, "per_modality": per_mod,
                             "score_default_watershed": best.config["validation"]["score"],
