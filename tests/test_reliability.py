@@ -314,3 +314,13 @@ def test_channel_selection(tmp_path):
     assert (read_image(tmp_path / "rgb.png", channel=1) == 7).all()
     with pytest.raises(ImageReadError, match="no channel 5"):
         read_image(tmp_path / "rgb.png", channel=5)
+
+
+def test_png_labels_beyond_16_bit_are_refused_with_our_error(tmp_path):
+    from nucleiseg.data.images import write_label_png
+
+    labels = np.zeros((3, 3), np.uint32)
+    labels[0, 0] = 70000
+    with pytest.raises(NucleisegError, match="big.png: labels above 65535"):
+        write_label_png(tmp_path / "big.png", labels)
+    assert not list(tmp_path.iterdir())  # nothing half-written left behind

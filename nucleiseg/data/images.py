@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, NucleisegError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -162,12 +162,13 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
 
     Raises
     ------
-    ValueError
-        if a label exceeds 65535 (PNG holds at most 16 bits; use TIFF).
+    NucleisegError
+        if a label exceeds 65535 (PNG holds at most 16 bits; use TIFF), so a batch reports the
+        image and goes on.
     """
     labels = np.asarray(labels)
     if labels.max(initial=0) > 65535:
-        raise ValueError(f"{path}: labels above 65535 do not fit a 16-bit PNG; write TIFF instead")
+        raise NucleisegError(f"{path}: labels above 65535 do not fit a 16-bit PNG; write TIFF instead")
     write_png(path, labels.astype(np.uint16))
 
 
