@@ -1,8 +1,17 @@
 """Training-time sampling and augmentation of (normalised image, class map) crops.
 
-Geometric: random crop (with random scale 0.7..1.4 half of the time), then one of the 8 dihedral
-transforms (flips and 90-degree rotations). Intensity: gamma, contrast, brightness and Gaussian
-noise on the normalised [0, 1] image.
+Levels (``augment=``):
+
+- ``"none"``: random crop only;
+- ``"flips"``: crop, then one of the 8 dihedral transforms (flips and 90-degree rotations);
+- ``"full"`` (default): crop with random scale 0.7..1.4 half of the time, dihedral transform, and
+  intensity changes on the normalised [0, 1] image: gamma, contrast, brightness, Gaussian noise;
+- ``"heavy"``: ``"full"`` plus, each with probability 0.3, an elastic deformation (smooth random
+  displacement field, up to about 4 px) and a Gaussian blur (sigma 0.5..1.5 px).
+
+Colour, grayscale and inversion need no augmentation here: every image is reduced to one gray
+channel and inverted when its background is light (:func:`nucleiseg.data.images.normalize_image`)
+before training and prediction alike.
 """
 
 from __future__ import annotations
@@ -59,11 +68,35 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float32)
 
 
+AUGMENT_LEVELS = ("none", "flips", "full", "heavy")
+
+
+def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4.0, grid: int = 4) -> list[np.ndarray]:
+    """The same smooth random deformation of several (H, W) arrays.
+
+    Displacements are drawn on a ``grid`` x ``grid`` lattice (normal, sd ``alpha / 2`` px, clipped to
+    ``alpha``) and upsampled bicubically; floats are resampled linearly, integers by nearest pixel.
+    """
+    h, w = arrays[0].shape
+    coarse = np.clip(rng.normal(0.0, alpha / 2, size=(2, grid, grid)), -alpha, alpha).astype(np.float32)
+    dy = cv2.resize(coarse[0], (w, h), interpolation=cv2.INTER_CUBIC)
+    dx = cv2.resize(coarse[1], (w, h), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_y, map_x = yy + dy, xx + dx
+    out = []
+    for a in arrays:
+        interp = cv2.INTER_LINEAR if a.dtype.kind == "f" else cv2.INTER_NEAREST
+        moved = cv2.remap(a.astype(np.float32), map_x, map_y, interp, borderMode=cv2.BORDER_REFLECT_101)
+        out.append(moved.astype(a.dtype))
+    return out
+
+
 def sample_batch(
     images: list[np.ndarray], classes: list[np.ndarray], probabilities: np.ndarray, batch_size: int, crop_size: int,
-    rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None,
+    rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None, augment: str = "full",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    """Draw a batch: images chosen with ``probabilities``, each cropped and augmented.
+    """Draw a batch: images chosen with ``probabilities``, each cropped and augmented (``augment``
+    one of :data:`AUGMENT_LEVELS`, see the module docstring).
 
     Returns (batch_size, 1, crop, crop) float32 inputs, (batch_size, crop, crop) int64 classes,
     (batch_size, crop, crop) float32 pixel weights (None without ``pixel_weights``), and the
@@ -75,9 +108,16 @@ def sample_batch(
     ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)
     for b, i in enumerate(idx):
         parts = [images[i], classes[i]] + ([] if ws is None else [pixel_weights[i]])
-        parts = random_crop(parts, crop_size, rng)
-        k = int(rng.integers(0, 8))
-        xs[b, 0] = intensity(dihedral(parts[0], k), rng)
+        parts = random_crop(parts, crop_size, rng, (0.7, 1.4) if augment in ("full", "heavy") else (1.0, 1.0))
+        if augment == "heavy" and rng.random() < 0.3:
+            parts = elastic(parts, rng)
+        k = int(rng.integers(0, 8)) if augment != "none" else 0
+        image = dihedral(parts[0], k)
+        if augment in ("full", "heavy"):
+            image = intensity(image, rng)
+        if augment == "heavy" and rng.random() < 0.3:
+            image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), rng.uniform(0.5, 1.5))
+        xs[b, 0] = image
         ys[b] = dihedral(parts[1], k)
         if ws is not None:
             ws[b] = dihedral(parts[2], k)

@@ -245,6 +245,15 @@ def format_score(result: dict) -> str:
     return "\n".join(lines)
 
 
+def device_name(device) -> str:
+    """'cpu', or 'cuda (NVIDIA H100 80GB HBM3)': the GPU named, so every GPU figure says where it came from."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
 def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat: int = 3, tta: tuple[bool, ...] = (False, True),
                   threads: int | None = None) -> dict:
     """Per image size: end-to-end ms per image (best of ``repeat``), split into network
@@ -265,12 +274,15 @@ def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat:
             rows.append({"image": name, "shape": list(image.shape[:2]), "tta": use_tta, "network_ms": net_s * 1e3,
                          "watershed_ms": ws_s * 1e3, "total_ms": (net_s + ws_s) * 1e3,
                          "megapixels_per_s": mp / (net_s + ws_s), "nuclei": int(labels.max(initial=0))})
-    return {"machine": machine(), "device": str(predictor.device), "torch_threads": torch.get_num_threads(),
+    return {"machine": machine(), "device": device_name(predictor.device), "torch_threads": torch.get_num_threads(),
+            "channels_last": predictor.channels_last, "compiled": predictor.network is not predictor.model,
             "rows": rows}
 
 
 def format_predict(result: dict) -> str:
-    lines = [f"machine: {result['machine']}; device {result['device']}, torch threads {result['torch_threads']}",
+    lines = [f"machine: {result['machine']}; device {result['device']}, torch threads {result['torch_threads']}, "
+             f"channels-last {'on' if result.get('channels_last') else 'off'}, "
+             f"torch.compile {'on' if result.get('compiled') else 'off'}",
              f"{'image':<14}{'H x W':>11}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}{'total ms':>10}{'MPx/s':>8}"]
     for r in result["rows"]:
         lines.append(f"{r['image']:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{'yes' if r['tta'] else 'no':>5}"

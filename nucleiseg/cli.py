@@ -105,12 +105,22 @@ def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None) -> Non
 @click.option("--weight-map", is_flag=True, help="Weight the cross-entropy per pixel by the U-Net weight map.")
 @click.option("--w0", default=10.0, show_default=True, help="Weight-map border weight (with --weight-map).")
 @click.option("--sigma", default=5.0, show_default=True, help="Weight-map border width, pixels (with --weight-map).")
+@click.option("--dice-weight", default=1.0, show_default=True, help="Weight of the soft Dice term (0 = cross-entropy only).")
+@click.option("--sampling", type=click.Choice(["balanced", "uniform"]), default="balanced", show_default=True,
+              help="Image sampling: balanced over modalities and sizes, or uniform.")
+@click.option("--augment", type=click.Choice(["none", "flips", "full", "heavy"]), default="full", show_default=True,
+              help="Augmentation level (heavy = full + elastic + blur).")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="Learning rate after warm-up.")
+@click.option("--ema", default=0.0, show_default=True, help="Decay of an exponential moving average of the weights "
+              "(e.g. 0.999; 0 = off). The average is what is validated and saved.")
+@click.option("--no-tune", is_flag=True, help="Keep the default watershed values instead of tuning them at the end.")
 @click.option("--val-every", default=500, show_default=True, help="Validate every N steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt if it exists.")
 def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, batch_size, lr, border_width, weight_map,
-          w0, sigma, val_every, seed, device, resume) -> None:
+          w0, sigma, dice_weight, sampling, augment, schedule, ema, no_tune, val_every, seed, device, resume) -> None:
     """Train the U-Net on DATA (a 'nucleiseg convert' folder or a DSB2018 folder).
 
     \b
@@ -126,7 +136,8 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 
     cfg = TrainConfig(features=tuple(int(f) for f in features.split(",")), crop_size=crop_size, batch_size=batch_size,
                       lr=lr, border_width=border_width, epochs=epochs, steps=steps, minutes=minutes,
-                      weight_map=weight_map, w0=w0, sigma=sigma, val_every=val_every, seed=seed)
+                      weight_map=weight_map, w0=w0, sigma=sigma, dice_weight=dice_weight, sampling=sampling,
+                      augment=augment, schedule=schedule, ema=ema, tune=not no_tune, val_every=val_every, seed=seed)
     dev = choose_device(device)
     try:
         result = run_training(data, out, cfg, dev, resume=resume, log=lambda m: tqdm.write(m, file=sys.stderr),
@@ -157,8 +168,10 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
               help="Label image format: uint16 TIFF or 16-bit PNG.")
 @click.option("--tile-size", default=1024, show_default=True,
               help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the network (pays off for many images of one size; first image slower).")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
-            skip_existing, measure, pixel_size, channel, label_format, tile_size) -> None:
+            skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -179,7 +192,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     if samples:
         inputs = (bundled_samples_dir() / "images",)
     try:
-        predictor = Predictor.from_file(model, device, tile_size=tile_size)
+        predictor = Predictor.from_file(model, device, tile_size=tile_size, compile=compile_model)
     except (NucleisegError, ValueError) as exc:
         _fail(str(exc))
     ws = predictor.watershed
@@ -373,8 +386,11 @@ def bench_score_cmd(dsb_dir: Path, huge: bool, model: Path | None, as_json: Path
 @click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model file [default: bundled].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-tta", is_flag=True, help="Skip the TTA rows.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="Channels-last tensors.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network (compilation not timed).")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
-def bench_predict_cmd(model: Path | None, device: str, no_tta: bool, as_json: Path | None) -> None:
+def bench_predict_cmd(model: Path | None, device: str, no_tta: bool, channels_last: bool, compile_model: bool,
+                      as_json: Path | None) -> None:
     """Inference speed on bundled samples of 256x256, 520x696 and 1024x1024 pixels.
 
     \b
@@ -387,7 +403,7 @@ def bench_predict_cmd(model: Path | None, device: str, no_tta: bool, as_json: Pa
     from .predict import Predictor
 
     try:
-        predictor = Predictor.from_file(model, device)
+        predictor = Predictor.from_file(model, device, channels_last=channels_last, compile=compile_model)
     except NucleisegError as exc:
         _fail(str(exc))
     images = {}

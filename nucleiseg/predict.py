@@ -5,6 +5,11 @@ Images larger than ``tile_size`` are predicted by overlap-tile (U-Net paper, Fig
 ramp linearly from the tile edges over the overlap, so memory is bounded by the tile batch and
 seams do not show. Test-time augmentation (``tta=True``) averages the 8 dihedral transforms,
 each prediction transformed back first.
+
+Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA, with
+channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
+CUDA cuDNN), and optionally compiled with ``torch.compile`` (``compile=True``: the first call per
+input shape pays the compilation, so it only pays off for many images of one size).
 """
 
 from __future__ import annotations
@@ -50,8 +55,12 @@ class Predictor:
     """
 
     def __init__(self, model: UNet, config: dict, device: torch.device, tile_size: int = 1024, overlap: int = 64,
-                 batch_size: int = 4):
+                 batch_size: int = 4, channels_last: bool = True, compile: bool = False):
         self.model = model.to(device).eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.network = torch.compile(self.model, dynamic=True) if compile else self.model
         self.config = config
         self.device = device
         norm = config.get("normalization", {})
@@ -74,8 +83,10 @@ class Predictor:
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W) float32 normalised images -> (N, 3, H, W) float32 softmax probabilities."""
         x = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits = self.model(x)
+            logits = self.network(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False) -> np.ndarray:

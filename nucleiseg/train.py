@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import sample_batch
+from .augment import AUGMENT_LEVELS, sample_batch
 from .checkpoint import save_model
 from .data.dsb2018 import is_dsb2018_root, iter_dsb2018
 from .data.images import atomic_write, normalize_image
@@ -44,6 +44,10 @@ from .postprocess import WatershedParams, probabilities_to_labels
 from .predict import Predictor
 from .targets import DEFAULT_BORDER_WIDTH, class_map
 from .weightmap import unet_weight_map
+
+
+SAMPLING = ("balanced", "uniform")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -68,6 +72,19 @@ class TrainConfig:
     seed: int = 0
     p_low: float = 1.0
     p_high: float = 99.8
+    sampling: str = "balanced"
+    augment: str = "full"
+    schedule: str = "cosine"
+    ema: float = 0.0
+    tune: bool = True
+
+    def __post_init__(self) -> None:
+        choices = {"sampling": SAMPLING, "augment": AUGMENT_LEVELS, "schedule": SCHEDULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise NucleisegError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise NucleisegError(f"ema must be in [0, 1), got {self.ema}")
 
 
 @dataclass
@@ -170,16 +187,48 @@ def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParam
     return overall, per_modality, (kept if keep_probabilities else None)
 
 
-def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample]) -> tuple[WatershedParams, float]:
-    """Grid-search marker / mask thresholds and minimum area for the best mean DSB score."""
+MARKER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MASK_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_AREA_QUANTILES = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
+
+
+def min_area_candidates(samples: list[Sample], quantiles: Iterable[float] = MIN_AREA_QUANTILES) -> dict[float, int]:
+    """Minimum-size candidates learned from the training nuclei: {quantile: area in pixels}.
+
+    The q-quantile of the areas (pixels) of every nucleus in ``samples``; quantile 0 gives 0 (keep
+    everything). The watershed tuning picks one of these on the validation split.
+    """
+    areas = np.concatenate([np.bincount(s.labels.ravel())[1:] for s in samples] or [np.zeros(0, np.int64)])
+    areas = areas[areas > 0]
+    return {float(q): (0 if q == 0 or areas.size == 0 else int(np.quantile(areas, q))) for q in quantiles}
+
+
+def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample], min_areas: Iterable[int] = (0, 10, 20, 40),
+                   markers: Iterable[float] = MARKER_THRESHOLDS, masks: Iterable[float] = MASK_THRESHOLDS,
+                   ) -> tuple[WatershedParams, float]:
+    """Grid-search marker / mask thresholds and minimum area (pixels) for the best mean DSB score.
+
+    One watershed per image and (marker, mask) pair; the minimum areas are then applied to its
+    labels (dropping small objects does not change the others), so the grid costs
+    ``len(markers) * len(masks)`` watersheds, not that times ``len(min_areas)``.
+    Returns (best parameters, their mean score); ties keep the earlier grid point.
+    """
+    min_areas = sorted(set(int(a) for a in min_areas))
     best = (WatershedParams(), -1.0)
-    for marker in (0.4, 0.5, 0.6, 0.7, 0.8):
-        for mask in (0.3, 0.4, 0.5, 0.6):
-            for min_area in (0, 10, 20, 40):
-                params = WatershedParams(marker, mask, min_area)
-                score = score_probabilities(probabilities, samples, params)[0]
+    for marker in markers:
+        for mask in masks:
+            totals = np.zeros(len(min_areas))
+            for p, s in zip(probabilities, samples):
+                labels = probabilities_to_labels(p, WatershedParams(marker, mask, 0))
+                areas = np.bincount(labels.ravel())
+                for j, min_area in enumerate(min_areas):
+                    small = areas < min_area
+                    small[0] = False
+                    totals[j] += dsb_score(s.labels, np.where(small[labels], 0, labels) if small.any() else labels)
+            for j, min_area in enumerate(min_areas):
+                score = totals[j] / max(len(samples), 1)
                 if score > best[1]:
-                    best = (params, score)
+                    best = (WatershedParams(marker, mask, min_area), float(score))
     return best
 
 
@@ -233,7 +282,10 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
             s.pixel_weights = unet_weight_map(s.labels, cfg.w0, cfg.sigma)
     log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}")
     counts = {m: sum(s.modality == m for s in train_set) for m in {s.modality for s in train_set}}
-    weights = np.array([math.sqrt(s.image.size) / math.sqrt(counts[s.modality]) for s in train_set])
+    if cfg.sampling == "balanced":  # rare modalities and large images drawn more often than uniform
+        weights = np.array([math.sqrt(s.image.size) / math.sqrt(counts[s.modality]) for s in train_set])
+    else:
+        weights = np.ones(len(train_set))
     weights /= weights.sum()
     steps_per_epoch = max(1, math.ceil(len(train_set) / cfg.batch_size))
     total_steps = max(
@@ -243,12 +295,17 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
 
     model = UNet(UNetConfig(1, 3, tuple(cfg.features))).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
+                                               use_buffers=True) if cfg.ema > 0 else None)
+    eval_model = ema.module if ema is not None else model  # the weights validated and saved
     class_weights = torch.tensor([1.0, cfg.border_weight, 1.0], device=device)
     step, elapsed, best_score, history = 0, 0.0, -1.0, []
     if resume and resume_path.is_file():
         state = torch.load(resume_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
         step, elapsed, best_score, history = state["step"], state["elapsed"], state["best_score"], state["history"]
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -269,7 +326,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
         "training": {**asdict(cfg), "features": list(cfg.features), "data": str(data),
                      "n_train": len(train_set), "n_validation": len(val_set), "device": str(device)},
     }
-    predictor = Predictor(model, meta, device)
+    predictor = Predictor(eval_model, meta, device, channels_last=False)  # leave the trained weights' layout alone
     params = WatershedParams()
     bar = progress_bar(total=total_steps or None) if progress_bar else None
     if bar is not None:
@@ -282,6 +339,8 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
                  "best_score": best_score, "history": history, "torch_rng": torch.get_rng_state(),
                  "numpy_rng": rng.bit_generator.state}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
 
     with stop_requested() as stop, (bar if bar is not None else contextlib.nullcontext()):
@@ -289,11 +348,12 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
             model.train()
             xs, ys, ws, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
                                            cfg.batch_size, cfg.crop_size, rng,
-                                           [s.pixel_weights for s in train_set] if cfg.weight_map else None)
+                                           [s.pixel_weights for s in train_set] if cfg.weight_map else None,
+                                           cfg.augment)
             x = torch.from_numpy(xs).to(device, non_blocking=True)
             y = torch.from_numpy(ys).to(device, non_blocking=True)
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * _lr_factor(progress_of(step, elapsed))
+                g["lr"] = cfg.lr * (_lr_factor(progress_of(step, elapsed)) if cfg.schedule == "cosine" else 1.0)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
             if ws is None:
@@ -308,6 +368,8 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             elapsed = time.perf_counter() - start
             loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
@@ -316,7 +378,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
                 bar.set_postfix(loss=f"{loss_avg:.3f}", best_val=f"{max(best_score, 0):.3f}", refresh=False)
             last = progress_of(step, elapsed) >= 1.0
             if step % cfg.val_every == 0 or last:
-                model.eval()
+                eval_model.eval()
                 score, per_mod, _ = evaluate(predictor, val_set, params)
                 history.append({"step": step, "minutes": elapsed / 60, "loss": loss_avg, "val_score": score,
                                 "val_per_modality": per_mod})
@@ -324,7 +386,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
                     + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
                 if score > best_score:
                     best_score = score
-                    save_model(out, model, {**meta, "watershed": params.to_dict(),
+                    save_model(out, eval_model, {**meta, "watershed": params.to_dict(),
                                             "validation": {"score": score, "per_modality": per_mod, "step": step}})
                 save_state()
                 training_curve(out.with_name(out.name + ".curve.png"), history)
@@ -335,16 +397,20 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
                                           "continue with --resume")
     # tune the watershed on the best model's validation probabilities and store the result
     best = Predictor.from_file(out, device)
-    _, _, probs = evaluate(best, val_set, params, keep_probabilities=True)
-    tuned, _ = tune_watershed(probs, val_set)
-    score, per_mod = score_probabilities(probs, val_set, tuned)  # the same probabilities, no second pass
-    final = {**best.config, "watershed": tuned.to_dict(),
-             "validation": {**best.config["validation"], "score": score, "per_modality": per_mod,
-                            "score_default_watershed": best.config["validation"]["score"],
-                            "ids": sorted(s.image_id for s in val_set)},
-             "history": history, "training_minutes": elapsed / 60}
+    final = {**best.config, "history": history, "training_minutes": elapsed / 60,
+             "validation": {**best.config["validation"], "ids": sorted(s.image_id for s in val_set)}}
     final["training"]["steps_done"] = step
+    if cfg.tune:
+        _, _, probs = evaluate(best, val_set, params, keep_probabilities=True)
+        candidates = min_area_candidates(train_set)
+        tuned, _ = tune_watershed(probs, val_set, candidates.values())
+        score, per_mod = score_probabilities(probs, val_set, tuned)  # the same probabilities, no second pass
+        final["watershed"] = tuned.to_dict()
+        final["min_area_quantiles"] = {str(q): a for q, a in candidates.items()}
+        final["validation"].update(score=score, per_modality=per_mod,
+                                   score_default_watershed=best.config["validation"]["score"])
     save_model(out, best.model, final)
-    log(f"best checkpoint: step {final['validation']['step']}, tuned watershed {tuned.to_dict()}, "
-        f"validation DSB {score:.4f} " + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
+    v = final["validation"]
+    log(f"best checkpoint: step {v['step']}, watershed {final['watershed']}{'' if cfg.tune else ' (not tuned)'}, "
+        f"validation DSB {v['score']:.4f} " + " ".join(f"{m} {x:.3f}" for m, x in v["per_modality"].items()))
     return final

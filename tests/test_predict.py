@@ -63,3 +63,13 @@ def test_tiling_does_not_show_with_bundled_model():
 def test_bad_tile_size():
     with pytest.raises(ValueError, match="multiple of 16"):
         Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=100)
+
+
+def test_channels_last_gives_the_same_probabilities():
+    path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("1c681dfa5cf7"))
+    image = read_image(path)
+    plain = Predictor.from_file(device="cpu", channels_last=False)
+    fast = Predictor.from_file(device="cpu", channels_last=True)
+    assert fast.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(fast.predict_probabilities(image), plain.predict_probabilities(image), atol=1e-4)

@@ -1,0 +1,113 @@
+"""Recipe options of ``nucleiseg train``: augmentation levels, sampling, EMA, watershed tuning and
+the minimum size learned from the training nuclei, each checked against an independent reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nucleiseg.augment import AUGMENT_LEVELS, elastic, sample_batch
+from nucleiseg.errors import NucleisegError
+from nucleiseg.postprocess import WatershedParams
+from nucleiseg.train import Sample, TrainConfig, min_area_candidates, score_probabilities, train, tune_watershed
+
+
+def _stripes(h=48, w=48):
+    """An image whose value encodes its column, so crops and flips can be traced back."""
+    image = np.tile(np.arange(w, dtype=np.float32) / w, (h, 1))
+    classes = (np.arange(w)[None, :].repeat(h, 0) % 3).astype(np.uint8)
+    return image, classes
+
+
+@pytest.mark.parametrize("level", AUGMENT_LEVELS)
+def test_augment_levels(level):
+    image, classes = _stripes()
+    rng = np.random.default_rng(3)
+    xs, ys, _, _ = sample_batch([image], [classes], np.ones(1), 16, 32, rng, augment=level)
+    assert xs.shape == (16, 1, 32, 32) and ys.shape == (16, 32, 32)
+    assert set(np.unique(ys)) <= {0, 1, 2}
+    columns = set(np.round(image[0] * 48).astype(int))
+    if level in ("none", "flips"):  # no resampling, no intensity change: every pixel is a source pixel
+        assert set(np.round(xs.ravel() * 48).astype(int)) <= columns
+        for x, y in zip(xs[:, 0], ys):  # the image still encodes the class of each pixel
+            np.testing.assert_array_equal(np.round(x * 48).astype(int) % 3, y)
+    if level == "none":  # no flips: columns increase left to right
+        assert (np.diff(xs[:, 0], axis=-1) > 0).all()
+    if level == "flips":
+        assert any((np.diff(x, axis=0) != 0).any() for x in xs[:, 0])  # some crops were rotated
+    if level in ("full", "heavy"):  # intensity augmentation changes values
+        assert not set(np.round(xs.ravel() * 48, 3)) <= {float(c) for c in columns}
+
+
+def test_elastic_identity_and_alignment():
+    image, classes = _stripes()
+    rng = np.random.default_rng(0)
+    same = elastic([image, classes], rng, alpha=0.0)
+    np.testing.assert_allclose(same[0], image, atol=1e-6)
+    np.testing.assert_array_equal(same[1], classes)
+    moved = elastic([image, classes], rng, alpha=4.0)
+    assert moved[1].dtype == np.uint8 and set(np.unique(moved[1])) <= {0, 1, 2}
+    assert np.abs(moved[0] - image).max() > 0.01  # something moved
+    assert np.abs(moved[0] - image).max() < 5 / 48 + 1e-6  # by at most alpha (+ 1 px interpolation)
+
+
+def test_bad_recipe_options_are_refused():
+    for kw in ({"sampling": "random"}, {"augment": "max"}, {"schedule": "step"}, {"ema": 1.0}):
+        with pytest.raises(NucleisegError):
+            TrainConfig(**kw)
+
+
+def _sample(labels: np.ndarray) -> Sample:
+    return Sample("x", np.zeros(labels.shape, np.float32), np.zeros(labels.shape, np.uint8), labels, "fluorescence")
+
+
+def test_min_area_candidates_are_quantiles_of_training_nuclei():
+    a = np.zeros((40, 40), np.uint16)
+    a[0:2, 0:2] = 1  # 4 px
+    a[10:15, 10:15] = 2  # 25 px
+    b = np.zeros((30, 30), np.uint16)
+    b[0:10, 0:10] = 3  # 100 px
+    b[20:21, 20:29] = 7  # 9 px (labels with gaps)
+    got = min_area_candidates([_sample(a), _sample(b)], (0.0, 0.25, 0.5, 1.0))
+    areas = [4, 25, 100, 9]
+    assert got == {0.0: 0, 0.25: int(np.quantile(areas, 0.25)), 0.5: int(np.quantile(areas, 0.5)), 1.0: 100}
+
+
+def test_tune_watershed_equals_brute_force():
+    """The shared-watershed grid gives the same best score as running every grid point in full."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:64, :64]
+    samples, probs = [], []
+    for k in range(3):
+        labels = np.zeros((64, 64), np.uint16)
+        n = 0
+        for cy, cx, r in rng.integers([8, 8, 2], [56, 56, 9], size=(6, 3)):
+            n += 1
+            labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = n
+        inside = (labels > 0).astype(np.float32)
+        p0 = np.clip(inside * rng.uniform(0.3, 1.0, (64, 64)), 0, 1).astype(np.float32)
+        p1 = (1 - p0) * rng.uniform(0, 0.6, (64, 64)).astype(np.float32)
+        probs.append(np.stack([p0, p1, 1 - p0 - p1]))
+        samples.append(_sample(labels))
+    markers, masks, areas = (0.4, 0.6, 0.8), (0.3, 0.5), (0, 5, 30)
+    best, score = tune_watershed(probs, samples, areas, markers, masks)
+    brute = max(score_probabilities(probs, samples, WatershedParams(m, k, a))[0]
+                for m in markers for k in masks for a in areas)
+    assert score == pytest.approx(brute, abs=1e-12)
+    assert score_probabilities(probs, samples, best)[0] == pytest.approx(score, abs=1e-12)
+
+
+def test_ema_weights_are_what_is_saved(tmp_path, small_dsb):
+    cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=4, val_every=4, ema=0.5, tune=False,
+                      sampling="uniform", augment="heavy", schedule="constant")
+    result = train(small_dsb, tmp_path / "m.pt", cfg, torch.device("cpu"), log=lambda m: None)
+    assert result["training"]["ema"] == 0.5 and result["watershed"] == WatershedParams().to_dict()
+    state = torch.load(tmp_path / "m.pt.resume.pt", weights_only=True)
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    weights = {k: v.float() for k, v in saved["state_dict"].items()}
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    raw = state["model"]
+    name = next(k for k in weights if k.endswith("weight"))
+    torch.testing.assert_close(weights[name], ema[name].float(), rtol=0, atol=2e-3)  # fp16 storage
+    assert not torch.allclose(weights[name], raw[name].float(), atol=1e-3)  # not the raw weights
