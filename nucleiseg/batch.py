@@ -13,7 +13,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .data.images import read_image, read_label_image, write_label_image, write_label_png, write_png
+import tifffile
+
+from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
+from .data.images import atomic_path, read_image, read_label_image, write_label_image, write_label_png, write_png
 from .measure import measure_nuclei, summary_row, write_table
 from .data.rle import write_submission
 from .data.sources import LabelSource, iter_image_paths
@@ -25,13 +28,96 @@ from .predict import Predictor
 
 @dataclass
 class PredictResult:
-    """Outcome of one image: ``status`` 'done', 'skipped' (already in OUT) or 'failed' (see ``error``)."""
+    """Outcome of one image: ``status`` 'done', 'skipped' (already in OUT) or 'failed' (see ``error``).
+
+    ``summary``: its row of ``summary.csv`` when measurements were asked for."""
 
     image_id: str
     status: str
     n_nuclei: int = 0
     seconds: float = 0.0
     error: str = ""
+    summary: dict | None = None
+
+
+@dataclass
+class PredictOptions:
+    """What to write for each image (see :func:`predict_files`)."""
+
+    overlay: bool = True
+    tta: bool = False
+    skip_existing: bool = False
+    measure: bool = False
+    pixel_size: float | None = None
+    label_format: str = "tif"
+    channel: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    keep_labels: bool = False  # read the labels of skipped images back (for a CSV)
+
+    def __post_init__(self) -> None:
+        if self.label_format not in ("tif", "png"):
+            raise NucleisegError(f"label format must be 'tif' or 'png', got {self.label_format!r}")
+
+    def outputs(self, out: Path, image_id: str) -> list[Path]:
+        """The files one finished image has in ``out``; the label image first."""
+        return ([out / f"{image_id}.{self.label_format}"] + [out / f"{image_id}_overlay.png"] * self.overlay
+                + [out / f"{image_id}_nuclei.csv"] * self.measure)
+
+
+def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opts: PredictOptions
+                ) -> tuple[PredictResult, np.ndarray | None]:
+    """Predict one image into ``out`` (each file written atomically); never raises for a bad image.
+
+    Returns (result, labels): labels (H, W) when the image was done, or skipped with
+    ``opts.keep_labels`` or ``opts.measure``; None otherwise.
+    """
+    t0 = time.perf_counter()
+    labels_path, *_ = wanted = opts.outputs(out, image_id)
+    overlay_path, table_path = out / f"{image_id}_overlay.png", out / f"{image_id}_nuclei.csv"
+    try:
+        if opts.skip_existing and all(p.is_file() for p in wanted):
+            labels = read_label_image(labels_path) if (opts.keep_labels or opts.measure) else None
+            row = (summary_row(image_id, {"area_px": np.bincount(labels.ravel())[1:]}, None)
+                   if opts.measure else None)
+            return PredictResult(image_id, "skipped", summary=row), labels
+        image = read_image(path, opts.channel)
+        if is_huge(image.shape, opts.block_size) and opts.label_format == "tif":
+            labels = _predict_huge_to_tiff(predictor, image, labels_path, opts.block_size, opts.tta)
+        else:
+            if is_huge(image.shape, opts.block_size):
+                labels = predict_blockwise(predictor, image, opts.block_size, DEFAULT_HALO, opts.tta)[0]
+            else:
+                labels = predictor.predict(image, tta=opts.tta)
+            if opts.label_format == "tif":
+                write_label_image(labels_path, labels)
+            else:
+                write_label_png(labels_path, labels)
+        if opts.overlay:
+            f = max(1, -(-max(image.shape[:2]) // 4096))  # downscale huge images' overlays
+            write_png(overlay_path, colour_overlay(image[::f, ::f], labels[::f, ::f]))
+        seconds = time.perf_counter() - t0
+        row = None
+        if opts.measure:
+            table = measure_nuclei(labels, image, opts.pixel_size)
+            write_table(table_path, table)
+            row = summary_row(image_id, table, seconds)
+        return PredictResult(image_id, "done", int(labels.max(initial=0)), seconds, summary=row), labels
+    except NucleisegError as exc:
+        return PredictResult(image_id, "failed", error=str(exc)), None
+
+
+def unique_inputs(inputs: list[Path]) -> tuple[list[tuple[str, Path]], list[PredictResult]]:
+    """(ImageId, path) of every input image, and a failed result for each repeated ImageId
+    (a.png and a.tif would write the same outputs)."""
+    seen: set[str] = set()
+    todo, repeated = [], []
+    for image_id, path in iter_image_paths(inputs):
+        if image_id in seen:
+            repeated.append(PredictResult(image_id, "failed", error=f"{path}: ImageId {image_id} appears twice"))
+        else:
+            seen.add(image_id)
+            todo.append((image_id, path))
+    return todo, repeated
 
 
 def predict_files(
@@ -47,6 +133,7 @@ def predict_files(
     label_format: str = "tif",
     channel: int | None = None,
     progress: Callable[[Iterable], Iterator] = iter,
+    block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> list[PredictResult]:
     """Predict every image of ``inputs`` (see :func:`iter_image_paths`) into ``out``.
 
@@ -59,54 +146,25 @@ def predict_files(
     square micrometres too with ``pixel_size``) and ``out/summary.csv`` (one row per image).
     ``label_format``: "tif" (uint16 TIFF) or "png" (16-bit PNG). ``channel``: predict on one
     page of multi-page TIFFs or one channel of multi-channel images (see :func:`read_image`).
+    Images with a side longer than 2 x ``block_size`` are predicted block by block
+    (:mod:`nucleiseg.blockwise`); their TIFF label image (uint32) is written through a memory
+    map and their overlay is downscaled to at most 4096 px on the long side.
 
     Raises
     ------
     NucleisegError
-        only for an input path that does not exist or holds no image; a failing image is
-        reported in its :class:`PredictResult`.
+        only for an input path that does not exist or holds no image, or a bad label format; a
+        failing image is reported in its :class:`PredictResult`.
     """
+    opts = PredictOptions(overlay, tta, skip_existing, measure, pixel_size, label_format, channel, block_size,
+                          keep_labels=rle_path is not None)
     out.mkdir(parents=True, exist_ok=True)
-    results: list[PredictResult] = []
-    summary: list[dict] = []
-    if label_format not in ("tif", "png"):
-        raise NucleisegError(f"label format must be 'tif' or 'png', got {label_format!r}")
+    todo, results = unique_inputs(inputs)
 
     def labeled() -> Iterator[tuple[str, np.ndarray]]:
-        seen: set[str] = set()
-        for image_id, path in progress(list(iter_image_paths(inputs))):
-            t0 = time.perf_counter()
-            if image_id in seen:
-                results.append(PredictResult(image_id, "failed", error=f"{path}: ImageId {image_id} appears twice"))
-                continue
-            seen.add(image_id)
-            labels_path = out / f"{image_id}.{label_format}"
-            overlay_path, table_path = out / f"{image_id}_overlay.png", out / f"{image_id}_nuclei.csv"
-            wanted = [labels_path] + [overlay_path] * overlay + [table_path] * measure
-            try:
-                if skip_existing and all(p.is_file() for p in wanted):
-                    labels = read_label_image(labels_path) if (rle_path is not None or measure) else None
-                    if measure:
-                        summary.append(summary_row(image_id, {"area_px": np.bincount(labels.ravel())[1:]}, None))
-                    results.append(PredictResult(image_id, "skipped"))
-                else:
-                    image = read_image(path, channel)
-                    labels = predictor.predict(image, tta=tta)
-                    if label_format == "tif":
-                        write_label_image(labels_path, labels)
-                    else:
-                        write_label_png(labels_path, labels)
-                    if overlay:
-                        write_png(overlay_path, colour_overlay(image, labels))
-                    seconds = time.perf_counter() - t0
-                    if measure:
-                        table = measure_nuclei(labels, image, pixel_size)
-                        write_table(table_path, table)
-                        summary.append(summary_row(image_id, table, seconds))
-                    results.append(PredictResult(image_id, "done", int(labels.max(initial=0)), seconds))
-            except NucleisegError as exc:
-                results.append(PredictResult(image_id, "failed", error=str(exc)))
-                continue
+        for image_id, path in progress(todo):
+            result, labels = predict_one(predictor, image_id, path, out, opts)
+            results.append(result)
             if labels is not None:
                 yield image_id, labels
 
@@ -115,9 +173,27 @@ def predict_files(
     else:
         for _ in labeled():
             pass
-    if measure:
-        write_table(out / "summary.csv", summary)
+    finish_summary(out, results, opts)
     return results
+
+
+def finish_summary(out: Path, results: list[PredictResult], opts: PredictOptions) -> None:
+    """Write ``out/summary.csv`` (with ``opts.measure``) from the results' rows, in ImageId order
+    of the results."""
+    if opts.measure:
+        write_table(out / "summary.csv", [r.summary for r in results if r.summary is not None])
+
+
+def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, block_size: int, tta: bool
+                          ) -> np.ndarray:
+    """Block-wise labels written straight into a memory-mapped uint32 TIFF (renamed into place
+    when complete); returns the file, memory-mapped read-only."""
+    with atomic_path(path) as tmp:
+        mapped = tifffile.memmap(tmp, shape=image.shape[:2], dtype=np.uint32, photometric="minisblack")
+        predict_blockwise(predictor, image, block_size, DEFAULT_HALO, tta, out=mapped)
+        mapped.flush()
+        del mapped
+    return tifffile.memmap(path, mode="r")
 
 
 @dataclass

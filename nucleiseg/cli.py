@@ -170,8 +170,14 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
               help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the network (pays off for many images of one size; first image slower).")
+@click.option("--block-size", default=2048, show_default=True,
+              help="Images with a side over twice this are predicted block by block (whole-slide scans).")
+@click.option("--workers", type=int, help="Spread the images over a local Dask cluster of N worker processes.")
+@click.option("--scheduler", help="Spread the images over the workers of this Dask scheduler (e.g. tcp://host:8786); "
+              "OUT and the inputs must be on storage they share.")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
-            skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model) -> None:
+            skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model, block_size, workers,
+            scheduler) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -183,6 +189,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
       nucleiseg predict -o out
       nucleiseg predict my_images/ -o out --rle submission.csv
       nucleiseg predict scan.tif -o out --measure --pixel-size 0.325
+      nucleiseg predict plates/ -o out --workers 8
     """
     from .batch import predict_files, score_sources
     from .data.sources import LabelSource, bundled_samples_dir
@@ -201,10 +208,24 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     ws.min_area = ws.min_area if min_area is None else min_area
     t0 = time.perf_counter()
     try:
-        results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
-                                skip_existing=skip_existing, measure=measure, pixel_size=pixel_size,
-                                label_format=label_format, channel=channel,
-                                progress=lambda it: _bar(it, desc=f"predict ({predictor.device.type})", unit="image"))
+        if workers or scheduler:
+            from .batch import PredictOptions
+            from .cluster import connect, predict_on_cluster
+
+            opts = PredictOptions(not no_overlay, tta, skip_existing, measure, pixel_size, label_format, channel,
+                                  block_size)
+            with connect(workers, scheduler) as client:
+                where = scheduler or f"{workers} local workers"
+                results = predict_on_cluster(
+                    client, list(inputs), out, str(model) if model else None, ws.to_dict(), opts, rle, device,
+                    {"tile_size": tile_size, "compile": compile_model},
+                    progress=lambda it: _bar(it, desc=f"predict (Dask, {where})", unit="image"))
+        else:
+            results = predict_files(list(inputs), out, predictor, rle, overlay=not no_overlay, tta=tta,
+                                    skip_existing=skip_existing, measure=measure, pixel_size=pixel_size,
+                                    label_format=label_format, channel=channel, block_size=block_size,
+                                    progress=lambda it: _bar(it, desc=f"predict ({predictor.device.type})",
+                                                             unit="image"))
     except NucleisegError as exc:
         _fail(str(exc))
     done = [r for r in results if r.status == "done"]
@@ -225,6 +246,40 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
         click.echo(f"DSB score on the {report.n_images} bundled samples: {report.score:.4f}")
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model file [default: bundled].")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write (the same weights, the tuned watershed values).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def tune(data: Path, model: Path | None, out: Path, device: str) -> None:
+    """Re-tune a model's watershed thresholds and minimum size on DATA's validation split.
+
+    \b
+    DATA as for 'train' (the same split is held out). The grid: marker threshold 0.3..0.9,
+    mask threshold 0.2..0.7, minimum size = a quantile (0 to 5%) of the training nuclei's areas.
+    Example:
+      nucleiseg tune data/dsb2018 -o tuned.pt
+    """
+    from .checkpoint import save_model
+    from .predict import Predictor
+    from .train import load_samples, split_samples, tune_for
+
+    try:
+        predictor = Predictor.from_file(model, device)
+        norm = predictor.config.get("normalization", {})
+        samples = load_samples(data, int(predictor.config.get("border_width", 2)), float(norm.get("p_low", 1.0)),
+                               float(norm.get("p_high", 99.8)), progress=lambda it: _bar(it, desc="load", unit="image"))
+        train_set, val_set = split_samples(samples)
+        update = tune_for(predictor, train_set, val_set)
+        save_model(out, predictor.model, {**predictor.config, **update})
+    except NucleisegError as exc:
+        _fail(str(exc))
+    v = update["validation"]
+    click.echo(f"wrote {out}: watershed {update['watershed']}; validation DSB {v['score']:.4f} "
+               f"(was {v['score_default_watershed']:.4f}) " + " ".join(f"{m} {x:.3f}" for m, x in v["per_modality"].items()))
 
 
 @main.command()

@@ -232,6 +232,25 @@ def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample], min_a
     return best
 
 
+def tune_for(predictor: Predictor, train_set: list[Sample], val_set: list[Sample]) -> dict:
+    """Tune the watershed of ``predictor`` on ``val_set``, minimum sizes from ``train_set``.
+
+    Returns the model-file entries to update: ``watershed`` (the tuned values),
+    ``min_area_quantiles`` (the candidates, {quantile: pixels}) and ``validation`` (score and
+    per-modality scores with the tuned values, the score with the model's current values as
+    ``score_default_watershed``, the validation ImageIds, and the other entries already there).
+    """
+    _, _, probs = evaluate(predictor, val_set, predictor.watershed, keep_probabilities=True)
+    before, _ = score_probabilities(probs, val_set, predictor.watershed)
+    candidates = min_area_candidates(train_set)
+    tuned, _ = tune_watershed(probs, val_set, candidates.values())
+    score, per_mod = score_probabilities(probs, val_set, tuned)  # the same probabilities, no second pass
+    validation = {**predictor.config.get("validation", {}), "score": score, "per_modality": per_mod,
+                  "score_default_watershed": before, "ids": sorted(s.image_id for s in val_set)}
+    return {"watershed": tuned.to_dict(), "min_area_quantiles": {str(q): a for q, a in candidates.items()},
+            "validation": validation}
+
+
 class TrainingInterrupted(NucleisegError):
     """Training stopped by SIGINT or SIGTERM after saving a resumable state."""
 
@@ -401,14 +420,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
              "validation": {**best.config["validation"], "ids": sorted(s.image_id for s in val_set)}}
     final["training"]["steps_done"] = step
     if cfg.tune:
-        _, _, probs = evaluate(best, val_set, params, keep_probabilities=True)
-        candidates = min_area_candidates(train_set)
-        tuned, _ = tune_watershed(probs, val_set, candidates.values())
-        score, per_mod = score_probabilities(probs, val_set, tuned)  # the same probabilities, no second pass
-        final["watershed"] = tuned.to_dict()
-        final["min_area_quantiles"] = {str(q): a for q, a in candidates.items()}
-        final["validation"].update(score=score, per_modality=per_mod,
-                                   score_default_watershed=best.config["validation"]["score"])
+        final.update(tune_for(best, train_set, val_set))
     save_model(out, best.model, final)
     v = final["validation"]
     log(f"best checkpoint: step {v['step']}, watershed {final['watershed']}{'' if cfg.tune else ' (not tuned)'}, "

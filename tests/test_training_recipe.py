@@ -111,3 +111,24 @@ def test_ema_weights_are_what_is_saved(tmp_path, small_dsb):
     name = next(k for k in weights if k.endswith("weight"))
     torch.testing.assert_close(weights[name], ema[name].float(), rtol=0, atol=2e-3)  # fp16 storage
     assert not torch.allclose(weights[name], raw[name].float(), atol=1e-3)  # not the raw weights
+
+
+def test_cli_tune_rewrites_watershed_values(tmp_path, small_dsb):
+    from click.testing import CliRunner
+
+    from nucleiseg.checkpoint import load_model
+    from nucleiseg.cli import main
+    from nucleiseg.train import MARKER_THRESHOLDS, MASK_THRESHOLDS
+
+    out = tmp_path / "tuned.pt"
+    result = CliRunner().invoke(main, ["-q", "tune", str(small_dsb), "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    model, config = load_model(out)
+    ws = config["watershed"]
+    assert ws["marker_threshold"] in MARKER_THRESHOLDS and ws["mask_threshold"] in MASK_THRESHOLDS
+    assert ws["min_area"] in config["min_area_quantiles"].values()
+    v = config["validation"]
+    assert v["score"] >= v["score_default_watershed"] - 1e-12 and len(v["ids"]) == 1
+    bundled, _ = load_model(None)
+    for a, b in zip(model.state_dict().values(), bundled.state_dict().values()):
+        torch.testing.assert_close(a, b)  # same weights

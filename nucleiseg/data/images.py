@@ -217,12 +217,36 @@ def normalize_image(image: np.ndarray, p_low: float = 1.0, p_high: float = 99.8)
     -------
     (H, W) float32 in [0, 1]. A constant image gives all zeros.
     """
+    return apply_normalization(image, normalization_params(image, p_low, p_high))
+
+
+def normalization_params(image: np.ndarray, p_low: float = 1.0, p_high: float = 99.8,
+                         max_pixels: int | None = None) -> tuple[float, float, bool]:
+    """(low, high, invert) of :func:`normalize_image` for ``image``, to apply block by block.
+
+    With ``max_pixels``, larger images are measured on a regular subsample (every s-th row and
+    column, s chosen so at most ``max_pixels`` pixels are read): exact for smaller images, and
+    for whole-slide images a percentile estimate that never loads more than one gray copy of
+    the subsample.
+    """
+    h, w = image.shape[:2]
+    step = 1 if not max_pixels or h * w <= max_pixels else int(np.ceil(np.sqrt(h * w / max_pixels)))
+    gray = to_gray_float(image[::step, ::step])
+    lo, hi = (float(v) for v in np.percentile(gray, [p_low, p_high]))
+    if hi <= lo:
+        return lo, hi, False
+    invert = bool(np.median(np.clip((gray - lo) / (hi - lo), 0.0, 1.0)) > 0.5)
+    return lo, hi, invert
+
+
+def apply_normalization(image: np.ndarray, params: tuple[float, float, bool]) -> np.ndarray:
+    """Gray, stretch ``(low, high)`` to [0, 1], clip, invert when asked: (H, W) float32."""
+    lo, hi, invert = params
     gray = to_gray_float(image)
-    lo, hi = np.percentile(gray, [p_low, p_high])
     if hi <= lo:
         return np.zeros_like(gray)
     out = np.clip((gray - lo) / (hi - lo), 0.0, 1.0)
-    if np.median(out) > 0.5:
+    if invert:
         out = 1.0 - out
     return out.astype(np.float32)
 
