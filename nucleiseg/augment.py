@@ -94,15 +94,17 @@ def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4
 def sample_batch(
     images: list[np.ndarray], classes: list[np.ndarray], probabilities: np.ndarray, batch_size: int, crop_size: int,
     rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None, augment: str = "full",
+    idx: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    """Draw a batch: images chosen with ``probabilities``, each cropped and augmented (``augment``
-    one of :data:`AUGMENT_LEVELS`, see the module docstring).
+    """Draw a batch: images chosen with ``probabilities`` (or the given indices ``idx``), each
+    cropped and augmented (``augment`` one of :data:`AUGMENT_LEVELS`, see the module docstring).
 
     Returns (batch_size, 1, crop, crop) float32 inputs, (batch_size, crop, crop) int64 classes,
     (batch_size, crop, crop) float32 pixel weights (None without ``pixel_weights``), and the
     chosen indices.
     """
-    idx = rng.choice(len(images), size=batch_size, p=probabilities)
+    if idx is None:
+        idx = rng.choice(len(images), size=batch_size, p=probabilities)
     xs = np.empty((batch_size, 1, crop_size, crop_size), np.float32)
     ys = np.empty((batch_size, crop_size, crop_size), np.int64)
     ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)

@@ -45,11 +45,13 @@ class BlockObjects:
     truncated: int  # owned nuclei touching the halo's outer edge (larger than the halo)
 
 
-def block_edges(length: int, block_size: int, halo: int) -> list[int]:
+def block_edges(length: int, block_size: int, halo: int, multiple: int = 16) -> list[int]:
     """Near-equal block boundaries 0 = e0 < e1 < ... < en = length, each block <= ``block_size``
-    and >= ``halo`` pixels (so one halo never reaches past the next block)."""
+    and >= ``halo`` pixels (so one halo never reaches past the next block), inner boundaries at
+    multiples of ``multiple`` (with a halo that is one too, every extended block starts on the
+    U-Net's pooling grid, where its output does not depend on where the block starts)."""
     n = max(1, int(np.ceil(length / block_size)))
-    edges = [round(i * length / n) for i in range(n + 1)]
+    edges = [0] + [int(round(i * length / n / multiple)) * multiple for i in range(1, n)] + [length]
     if n > 1 and min(b - a for a, b in zip(edges, edges[1:])) < halo:
         raise ValueError(f"blocks of {length / n:.0f} px are smaller than the halo ({halo} px)")
     return edges
@@ -96,7 +98,8 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     predictor : :class:`nucleiseg.predict.Predictor` (its normalisation percentiles, watershed
         values and tile size are used).
     image : (H, W) or (H, W, C) array, any size; a NumPy array or a memory-mapped one.
-    block_size, halo : pixels; blocks are at most ``block_size`` and at least ``halo`` wide.
+    block_size, halo : pixels; blocks are at most ``block_size`` (rounded to the U-Net's pooling
+        grid, 2**depth) and at least ``halo`` wide; the halo is rounded up to that grid.
     out : optional (H, W) uint32 array to write into (e.g. ``tifffile.memmap``), zeroed first.
 
     Returns
@@ -116,8 +119,10 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
 
     if halo < 0 or block_size <= 2 * halo:
         raise ValueError(f"block_size ({block_size}) must exceed twice the halo ({halo})")
+    m = 2 ** getattr(predictor.model, "depth", 0)
+    halo = -(-halo // m) * m  # a multiple of the pooling grid (see block_edges)
     h, w = image.shape[:2]
-    rows, cols = block_edges(h, block_size, halo), block_edges(w, block_size, halo)
+    rows, cols = block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)
     chunks = (tuple(np.diff(rows)), tuple(np.diff(cols))) + ((image.shape[2],) if image.ndim == 3 else ())
     array = da.from_array(image, chunks=chunks)
     depth = {0: halo, 1: halo} | ({2: 0} if image.ndim == 3 else {})

@@ -103,7 +103,15 @@ class Predictor:
         t = self.tile_size
         if h <= t and w <= t:
             return self._forward(x[None])[0]
-        stride = t - self.overlap
+        # The U-Net's max-pooling grid makes it shift-equivariant only for shifts by multiples of
+        # 2**depth, so every tile starts at such a multiple: the image is first mirror-padded to a
+        # multiple (as the network pads a whole image) and the stride rounded down to one.
+        m = 2 ** getattr(self.model, "depth", 0)
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if (ph < h and pw < w) else "edge"
+            return self._tiled(np.pad(x, ((0, ph), (0, pw)), mode=mode))[:, :h, :w]
+        stride = max(m, (t - self.overlap) // m * m)
         th, tw = min(t, h), min(t, w)
         window = blend_window(t, self.overlap)[:th, :tw]
         acc = np.zeros((3, h, w), np.float32)

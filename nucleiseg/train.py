@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import ddp
 from .augment import AUGMENT_LEVELS, sample_batch
 from .checkpoint import save_model
 from .data.dsb2018 import is_dsb2018_root, iter_dsb2018
@@ -77,6 +78,7 @@ class TrainConfig:
     schedule: str = "cosine"
     ema: float = 0.0
     tune: bool = True
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         choices = {"sampling": SAMPLING, "augment": AUGMENT_LEVELS, "schedule": SCHEDULES}
@@ -153,6 +155,14 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, channels: tuple[i
         inter = (p * t).sum()
         losses.append(1 - (2 * inter + eps) / (p.sum() + t.sum() + eps))
     return torch.stack(losses).mean()
+
+
+def _summarize(scores: list[tuple[str, float]]) -> tuple[float, dict[str, float]]:
+    """(mean score, {modality: mean score}) of (modality, score) pairs."""
+    by_mod: dict[str, list[float]] = {}
+    for m, v in scores:
+        by_mod.setdefault(m, []).append(v)
+    return float(np.mean([v for _, v in scores])), {m: float(np.mean(v)) for m, v in sorted(by_mod.items())}
 
 
 def score_probabilities(probabilities: Iterable[np.ndarray], samples: list[Sample], params: WatershedParams
@@ -286,20 +296,30 @@ def _lr_factor(progress: float) -> float:
 
 def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.device, resume: bool = False,
           log: Callable[[str], None] = print, progress_bar: Callable[..., Any] | None = None) -> dict:
-    """Train and write the best model to ``out``. Returns the final summary (plain data)."""
+    """Train and write the best model to ``out``. Returns the final summary (plain data).
+
+    Launched by ``torchrun`` (WORLD_SIZE > 1), trains with DistributedDataParallel
+    (:mod:`nucleiseg.ddp`): only rank 0 logs and writes files, the validation images are shared
+    out among the ranks and their scores gathered, and ranks other than 0 return
+    ``{"rank": r}`` without tuning.
+    """
     out = Path(out)
     resume_path = out.with_name(out.name + ".resume.pt")
     if cfg.epochs is None and cfg.steps is None and cfg.minutes is None:
         cfg.epochs = 50
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    ctx, device = ddp.init(device)
+    if not ctx.is_main:
+        log, progress_bar = (lambda m: None), None
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    rng = np.random.default_rng([cfg.seed, ctx.rank] if ctx.active else cfg.seed)
 
     samples = load_samples(data, cfg.border_width, cfg.p_low, cfg.p_high)
     train_set, val_set = split_samples(samples)
     if cfg.weight_map:
         for s in train_set:
             s.pixel_weights = unet_weight_map(s.labels, cfg.w0, cfg.sigma)
-    log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}")
+    log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}"
+        + (f"; {ctx.world_size} processes (DistributedDataParallel, batch {cfg.batch_size} each)" if ctx.active else ""))
     counts = {m: sum(s.modality == m for s in train_set) for m in {s.modality for s in train_set}}
     if cfg.sampling == "balanced":  # rare modalities and large images drawn more often than uniform
         weights = np.array([math.sqrt(s.image.size) / math.sqrt(counts[s.modality]) for s in train_set])
@@ -317,6 +337,7 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
     ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
                                                use_buffers=True) if cfg.ema > 0 else None)
     eval_model = ema.module if ema is not None else model  # the weights validated and saved
+    batches = ddp.RankBatches(weights, cfg.batch_size, ctx, cfg.seed) if ctx.active else None
     class_weights = torch.tensor([1.0, cfg.border_weight, 1.0], device=device)
     step, elapsed, best_score, history = 0, 0.0, -1.0, []
     if resume and resume_path.is_file():
@@ -326,9 +347,17 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
         if ema is not None and "ema" in state:
             ema.load_state_dict(state["ema"])
         step, elapsed, best_score, history = state["step"], state["elapsed"], state["best_score"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
+        if ctx.active:  # any number of processes: streams derived from (seed, rank, step)
+            rng = np.random.default_rng([cfg.seed, ctx.rank, step])
+        else:
+            torch.set_rng_state(state["torch_rng"])
+            rng.bit_generator.state = state["numpy_rng"]
         log(f"resumed from {resume_path} at step {step} ({elapsed / 60:.1f} min)")
+    net = model
+    if ctx.active:
+        if cfg.sync_bn:
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     def progress_of(step: int, elapsed: float) -> float:
         parts = []
@@ -343,7 +372,8 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
                           "p_low": cfg.p_low, "p_high": cfg.p_high},
         "border_width": cfg.border_width,
         "training": {**asdict(cfg), "features": list(cfg.features), "data": str(data),
-                     "n_train": len(train_set), "n_validation": len(val_set), "device": str(device)},
+                     "n_train": len(train_set), "n_validation": len(val_set), "device": str(device),
+                     "processes": ctx.world_size},
     }
     predictor = Predictor(eval_model, meta, device, channels_last=False)  # leave the trained weights' layout alone
     params = WatershedParams()
@@ -354,7 +384,19 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
     use_amp = device.type == "cuda"
     loss_avg = None
 
+    def validate() -> tuple[float, dict[str, float]]:
+        if not ctx.active:
+            return evaluate(predictor, val_set, params)[:2]
+        for buffer in model.buffers():  # rank 0's BatchNorm statistics on every rank: one model scored
+            torch.distributed.broadcast(buffer, 0)
+        shard = val_set[ctx.rank :: ctx.world_size]
+        probs = (predictor.probabilities_of_normalized(s.image) for s in shard)
+        mine = [(s.modality, dsb_score(s.labels, probabilities_to_labels(p, params))) for s, p in zip(shard, probs)]
+        return _summarize(ddp.gather(mine, ctx))
+
     def save_state() -> None:
+        if not ctx.is_main:
+            return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
                  "best_score": best_score, "history": history, "torch_rng": torch.get_rng_state(),
                  "numpy_rng": rng.bit_generator.state}
@@ -362,27 +404,30 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
             state["ema"] = ema.state_dict()
         atomic_write(resume_path, lambda tmp: torch.save(state, tmp))
 
+    done = progress_of(step, elapsed) >= 1.0
     with stop_requested() as stop, (bar if bar is not None else contextlib.nullcontext()):
-        while progress_of(step, elapsed) < 1.0:
-            model.train()
+        while not done:
+            net.train()
             xs, ys, ws, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
                                            cfg.batch_size, cfg.crop_size, rng,
                                            [s.pixel_weights for s in train_set] if cfg.weight_map else None,
-                                           cfg.augment)
+                                           cfg.augment, idx=batches(step) if batches is not None else None)
             x = torch.from_numpy(xs).to(device, non_blocking=True)
             y = torch.from_numpy(ys).to(device, non_blocking=True)
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * (_lr_factor(progress_of(step, elapsed)) if cfg.schedule == "cosine" else 1.0)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
+                logits = net(x)
             if ws is None:
                 ce = F.cross_entropy(logits.float(), y, weight=class_weights)
             else:
                 pixel_w = torch.from_numpy(ws).to(device, non_blocking=True)
                 ce = (F.cross_entropy(logits.float(), y, reduction="none") * pixel_w).sum() / pixel_w.sum()
             loss = ce + cfg.dice_weight * soft_dice_loss(logits, y)
-            if not torch.isfinite(loss):
-                names = ", ".join(train_set[i].image_id for i in idx)
+            finite = bool(torch.isfinite(loss))
+            if ddp.any_rank(not finite, ctx, device):
+                names = ", ".join(train_set[i].image_id for i in idx) if not finite else "of another process"
+                ddp.shutdown(ctx)
                 raise NucleisegError(f"non-finite loss at step {step} on images {names}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -395,25 +440,33 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_avg:.3f}", best_val=f"{max(best_score, 0):.3f}", refresh=False)
-            last = progress_of(step, elapsed) >= 1.0
+            last = ddp.any_rank(progress_of(step, elapsed) >= 1.0, ctx, device)  # every rank stops together
             if step % cfg.val_every == 0 or last:
                 eval_model.eval()
-                score, per_mod, _ = evaluate(predictor, val_set, params)
+                score, per_mod = validate()
                 history.append({"step": step, "minutes": elapsed / 60, "loss": loss_avg, "val_score": score,
                                 "val_per_modality": per_mod})
                 log(f"step {step} ({elapsed / 60:.1f} min) loss {loss_avg:.4f} val DSB {score:.4f} "
                     + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
                 if score > best_score:
                     best_score = score
-                    save_model(out, eval_model, {**meta, "watershed": params.to_dict(),
-                                            "validation": {"score": score, "per_modality": per_mod, "step": step}})
+                    if ctx.is_main:
+                        save_model(out, eval_model, {**meta, "watershed": params.to_dict(),
+                                                "validation": {"score": score, "per_modality": per_mod,
+                                                               "step": step}})
                 save_state()
-                training_curve(out.with_name(out.name + ".curve.png"), history)
+                if ctx.is_main:
+                    training_curve(out.with_name(out.name + ".curve.png"), history)
                 elapsed = time.perf_counter() - start  # validation time counts against --minutes
-            if stop:
+            if ddp.any_rank(bool(stop), ctx, device):
                 save_state()
+                ddp.shutdown(ctx)
                 raise TrainingInterrupted(f"stopped by {stop[0]} at step {step}; state saved to {resume_path}, "
                                           "continue with --resume")
+            done = last
+    ddp.shutdown(ctx)
+    if not ctx.is_main:
+        return {"rank": ctx.rank}
     # tune the watershed on the best model's validation probabilities and store the result
     best = Predictor.from_file(out, device)
     final = {**best.config, "history": history, "training_minutes": elapsed / 60,
