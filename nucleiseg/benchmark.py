@@ -300,3 +300,117 @@ def to_json(result: dict) -> str:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
     return json.dumps(result, indent=1, default=plain)
+
+
+def fluorescence_mosaic(dsb_root: Path | None, side: int, tile: int = 256) -> np.ndarray:
+    """A (side, side) uint8 gray mosaic of 256 x 256 DSB2018 fluorescence images (cycled), or of
+    crops of the bundled crowded sample when ``dsb_root`` is None. Neighbouring tiles alternate
+    flips so nuclei run across tile seams rather than stopping at them."""
+    from .data.images import read_image, to_gray_float
+    from .data.sources import bundled_samples_dir, iter_image_paths
+    from .data.split import modality
+
+    tiles = []
+    if dsb_root is not None:
+        for _, path in iter_image_paths([dsb_root]):
+            image = read_image(path)
+            if image.shape[:2] == (tile, tile) and modality(image) == "fluorescence":
+                tiles.append(to_gray_float(image).astype(np.uint8))
+            if len(tiles) >= 64:
+                break
+    if not tiles:
+        crowded = to_gray_float(read_image(next((bundled_samples_dir() / "images").glob("4596961c789d*.png"))))
+        tiles = [crowded[r : r + tile, c : c + tile].astype(np.uint8) for r in (0, 264) for c in (0, 220, 440)]
+    n = -(-side // tile)
+    rows = []
+    for i in range(n):
+        row = [tiles[(i * n + j) % len(tiles)] for j in range(n)]
+        row = [t[::-1] if (i + j) % 2 else t for j, t in enumerate(row)]
+        rows.append(np.concatenate(row, axis=1))
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:side, :side])
+
+
+def bench_scale(images: list[Path], workers: tuple[int, ...] = (1, 2), mosaic_side: int = 2048,
+                block_size: int = 512, big_side: int = 0, dsb_root: Path | None = None) -> dict:
+    """Images per second on a local Dask cluster of 1, 2, ... workers (and in one process), and
+    block-wise against whole-image prediction of a fluorescence mosaic: DSB score between the
+    two, nuclei crossing block borders and how many of them were cut, times and peak memory."""
+    import torch
+
+    from .batch import PredictOptions, predict_files
+    from .blockwise import DEFAULT_HALO, block_edges, nuclei_cut_at_borders, predict_blockwise
+    from .checkpoint import load_model
+    from .cluster import connect, predict_on_cluster
+    from .metrics import dsb_score
+    from .predict import Predictor
+
+    result: dict = {"machine": machine(), "n_images": len(images), "throughput": []}
+    watershed = load_model(None)[1]["watershed"]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        predict_files(images, Path(tmp) / "single", Predictor.from_file(device="cpu"), overlay=False)
+        dt = time.perf_counter() - t0
+        result["throughput"].append({"how": f"one process, {torch.get_num_threads()} torch threads",
+                                     "seconds": dt, "images_per_s": len(images) / dt, "startup_s": 0.0})
+        for w in workers:
+            t0 = time.perf_counter()
+            with connect(workers=w) as client:
+                client.wait_for_workers(w)
+                startup = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                done = predict_on_cluster(client, images, Path(tmp) / f"w{w}", None, watershed,
+                                          PredictOptions(overlay=False), device="cpu")
+                dt = time.perf_counter() - t1
+            assert all(r.status == "done" for r in done)
+            result["throughput"].append({"how": f"Dask LocalCluster, {w} worker(s) x 1 thread", "seconds": dt,
+                                         "images_per_s": len(images) / dt, "startup_s": startup})
+    mosaic = fluorescence_mosaic(dsb_root, mosaic_side)
+    predictor = Predictor.from_file(device="cpu", tile_size=-(-mosaic_side // 16) * 16 + 16)  # one piece
+    t0 = time.perf_counter()
+    whole = predictor.predict(mosaic)
+    t_whole = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    blocks, stats = predict_blockwise(predictor, mosaic, block_size, DEFAULT_HALO)
+    t_blocks = time.perf_counter() - t0
+    rows, cols = block_edges(mosaic_side, block_size, DEFAULT_HALO), block_edges(mosaic_side, block_size, DEFAULT_HALO)
+    crossing, cut = nuclei_cut_at_borders(whole, blocks, rows, cols)
+    result["mosaic"] = {"side": mosaic_side, "block_size": block_size, "halo": DEFAULT_HALO, "blocks": stats["blocks"],
+                        "nuclei_whole": int(len(np.unique(whole)) - 1), "nuclei_blockwise": stats["nuclei"],
+                        "dsb_score_blockwise_vs_whole": dsb_score(whole, blocks), "crossing_borders": crossing,
+                        "cut_at_borders": cut, "truncated": stats["truncated"],
+                        "whole_s": t_whole, "blockwise_s": t_blocks}
+    if big_side:
+        root = str(dsb_root) if dsb_root else None
+        code = ("import time\nfrom pathlib import Path\nfrom nucleiseg.predict import Predictor\n"
+                "from nucleiseg.blockwise import predict_blockwise\nfrom nucleiseg.benchmark import fluorescence_mosaic\n"
+                f"root = {root!r}\nm = fluorescence_mosaic(Path(root) if root else None, {big_side})\n"
+                "p = Predictor.from_file(device='cpu')\nt = time.perf_counter()\n"
+                "labels, stats = predict_blockwise(p, m)\n"
+                "print('RESULT', time.perf_counter() - t, stats['nuclei'], stats['blocks'])\n")
+        out = subprocess.run([sys.executable, "-c", code + "\nfor line in open('/proc/self/status'):\n"
+                              "    if line.startswith('VmHWM:'):\n        print('HWM', int(line.split()[1]) / 1024)\n"],
+                             capture_output=True, text=True, check=True).stdout
+        seconds, nuclei, blocks_n = next(l.split()[1:] for l in out.splitlines() if l.startswith("RESULT"))
+        hwm = float(next(l.split()[1] for l in out.splitlines() if l.startswith("HWM")))
+        result["big"] = {"side": big_side, "seconds": float(seconds), "nuclei": int(nuclei), "blocks": int(blocks_n),
+                         "peak_memory_mb": hwm, "image_mb": big_side * big_side / 2**20,
+                         "labels_mb": big_side * big_side * 4 / 2**20}
+    return result
+
+
+def format_scale(result: dict) -> str:
+    lines = [f"machine: {result['machine']}", f"{result['n_images']} images:",
+             f"  {'how':<44}{'seconds':>9}{'images/s':>10}{'startup s':>11}"]
+    for r in result["throughput"]:
+        lines.append(f"  {r['how']:<44}{r['seconds']:>9.1f}{r['images_per_s']:>10.2f}{r['startup_s']:>11.1f}")
+    m = result["mosaic"]
+    lines.append(f"mosaic {m['side']} x {m['side']}: block-wise ({m['blocks']} blocks of <= {m['block_size']} px, "
+                 f"halo {m['halo']}) vs one piece: DSB {m['dsb_score_blockwise_vs_whole']:.4f}; nuclei "
+                 f"{m['nuclei_blockwise']} vs {m['nuclei_whole']}; {m['crossing_borders']} cross a block border, "
+                 f"{m['cut_at_borders']} cut; {m['blockwise_s']:.1f} s vs {m['whole_s']:.1f} s")
+    if "big" in result:
+        b = result["big"]
+        lines.append(f"mosaic {b['side']} x {b['side']} block-wise: {b['seconds']:.0f} s, {b['nuclei']} nuclei, "
+                     f"{b['blocks']} blocks, peak memory {b['peak_memory_mb']:.0f} MB (image {b['image_mb']:.0f} MB, "
+                     f"labels {b['labels_mb']:.0f} MB)")
+    return "\n".join(lines)

@@ -152,3 +152,27 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
         stats["blocks"] += 1
         stats["truncated"] += objects.truncated
     return labels, stats
+
+
+def nuclei_cut_at_borders(reference: np.ndarray, labels: np.ndarray, rows: list[int], cols: list[int],
+                          cover: float = 0.9) -> tuple[int, int]:
+    """(crossing, cut): how many nuclei of ``reference`` cross an inner block border (``rows`` /
+    ``cols`` from :func:`block_edges`), and how many of those are not covered to at least
+    ``cover`` of their pixels by a single nucleus of ``labels`` (split or lost at the border).
+
+    ``reference``, ``labels``: (H, W) integer label images, e.g. whole-image and block-wise
+    predictions of the same image.
+    """
+    crossing: set[int] = set()
+    for r in rows[1:-1]:
+        a, b = reference[r - 1], reference[r]
+        crossing |= set(np.unique(a[(a == b) & (a > 0)]).tolist())
+    for c in cols[1:-1]:
+        a, b = reference[:, c - 1], reference[:, c]
+        crossing |= set(np.unique(a[(a == b) & (a > 0)]).tolist())
+    cut = 0
+    for lab in crossing:
+        inside = labels[reference == lab]
+        counts = np.bincount(inside[inside > 0].astype(np.int64))
+        cut += int(counts.size == 0 or counts.max() < cover * inside.size)
+    return len(crossing), cut

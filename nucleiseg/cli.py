@@ -477,5 +477,40 @@ def bench_predict_cmd(model: Path | None, device: str, no_tta: bool, channels_la
         as_json.write_text(to_json(result))
 
 
+@bench.command("scale")
+@click.argument("dsb_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--images", "n_images", default=64, show_default=True, help="Images for the throughput rows.")
+@click.option("--workers", default="1,2", show_default=True, help="Local Dask cluster sizes to time.")
+@click.option("--mosaic", "mosaic_side", default=2048, show_default=True, help="Side of the mosaic predicted both ways.")
+@click.option("--block-size", default=512, show_default=True, help="Block size for the mosaic.")
+@click.option("--big", "big_side", default=0, show_default=True,
+              help="Also predict a mosaic of this side block-wise (default blocks) and report its peak memory.")
+@click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
+def bench_scale_cmd(dsb_dir: Path | None, n_images: int, workers: str, mosaic_side: int, block_size: int, big_side: int,
+                    as_json: Path | None) -> None:
+    """Scale-out: images per second on 1, 2 Dask workers; block-wise vs whole-image prediction.
+
+    \b
+    DSB_DIR: stage1_train (its first --images images, and its 256 x 256 fluorescence images
+    for the mosaic); without it, the bundled samples.
+    Example:
+      nucleiseg bench scale ../shared/dsb2018/stage1_train --big 8192
+    """
+    from .benchmark import bench_scale, format_scale, to_json
+    from .data.sources import bundled_samples_dir, iter_image_paths
+
+    if dsb_dir is not None:
+        images = [p for _, p in iter_image_paths([dsb_dir])][:n_images]
+    else:
+        samples = sorted((bundled_samples_dir() / "images").glob("*.png"))
+        images = (samples * (-(-n_images // len(samples))))[:n_images]
+        if len(set(images)) < len(images):
+            _fail("without DSB_DIR only the 8 bundled samples exist; use --images 8 or give DSB_DIR")
+    result = bench_scale(images, tuple(int(w) for w in workers.split(",")), mosaic_side, block_size, big_side, dsb_dir)
+    click.echo(format_scale(result))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nucleiseg.batch import PredictOptions, predict_files
-from nucleiseg.blockwise import block_edges, predict_blockwise
+from nucleiseg.blockwise import block_edges, nuclei_cut_at_borders, predict_blockwise
 from nucleiseg.checkpoint import load_model
 from nucleiseg.data.images import read_image, read_label_image
 from nucleiseg.data.sources import bundled_samples_dir
@@ -182,14 +182,24 @@ def test_blockwise_mosaic_equals_whole_image():
     # no nucleus cut in two: every whole-image nucleus crossing a block border is one block-wise
     # nucleus covering at least 90% of it
     rows, cols = block_edges(1040, 384, 64), block_edges(1392, 384, 64)
-    crossing = set()
-    for r in rows[1:-1]:
-        crossing |= set(np.unique(whole[r - 1][whole[r - 1] == whole[r]])) - {0}
-    for c in cols[1:-1]:
-        crossing |= set(np.unique(whole[:, c - 1][whole[:, c - 1] == whole[:, c]])) - {0}
-    assert len(crossing) > 30
-    for lab in crossing:
-        inside = blocks[whole == lab]
-        counts = np.bincount(inside[inside > 0])
-        assert counts.max() >= 0.9 * inside.size, lab
+    crossing, cut = nuclei_cut_at_borders(whole, blocks, rows, cols)
+    assert crossing > 30 and cut == 0
     assert matching_table(whole, blocks)[0].fn <= 2  # IoU > 0.5
+
+
+def test_cluster_reports_a_bad_file_and_goes_on(tmp_path):
+    from nucleiseg.cluster import connect, predict_on_cluster
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(_sample("1c681dfa5cf7"), src / "good.png")
+    (src / "empty.png").write_bytes(b"")
+    with connect(workers=1) as client:
+        results = predict_on_cluster(client, [src], tmp_path / "out", None, load_model(None)[1]["watershed"],
+                                     PredictOptions(measure=True), rle_path=tmp_path / "sub.csv", device="cpu")
+    by_id = {r.image_id: r for r in results}
+    assert by_id["good"].status == "done" and by_id["good"].n_nuclei > 10
+    assert by_id["empty"].status == "failed" and "file is empty" in by_id["empty"].error
+    assert (tmp_path / "out" / "good.tif").is_file() and not (tmp_path / "out" / "empty.tif").exists()
+    assert (tmp_path / "sub.csv").read_text().count("good,") == by_id["good"].n_nuclei
+    assert "good" in (tmp_path / "out" / "summary.csv").read_text()
