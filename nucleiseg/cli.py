@@ -265,7 +265,7 @@ def tune(data: Path, model: Path | None, out: Path, device: str) -> None:
 
     \b
     DATA as for 'train' (the same split is held out). The grid: marker threshold 0.3..0.9,
-    mask threshold 0.2..0.7, minimum size = a quantile (0 to 5%) of the training nuclei's areas.
+    mask threshold 0.2..0.7, minimum size = a quantile (0 to 10%) of the training nuclei's areas.
     Example:
       nucleiseg tune data/dsb2018 -o tuned.pt
     """

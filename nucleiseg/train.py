@@ -199,7 +199,7 @@ def evaluate(predictor: Predictor, samples: list[Sample], params: WatershedParam
 
 MARKER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MASK_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
-MIN_AREA_QUANTILES = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05)
+MIN_AREA_QUANTILES = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
 
 
 def min_area_candidates(samples: list[Sample], quantiles: Iterable[float] = MIN_AREA_QUANTILES) -> dict[float, int]:
