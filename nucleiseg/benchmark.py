@@ -331,7 +331,7 @@ def fluorescence_mosaic(dsb_root: Path | None, side: int, tile: int = 256) -> np
 
 
 def bench_scale(images: list[Path], workers: tuple[int, ...] = (1, 2), mosaic_side: int = 2048,
-                block_size: int = 512, big_side: int = 0, dsb_root: Path | None = None) -> dict:
+                block_size: int = 448, big_side: int = 0, dsb_root: Path | None = None) -> dict:
     """Images per second on a local Dask cluster of 1, 2, ... workers (and in one process), and
     block-wise against whole-image prediction of a fluorescence mosaic: DSB score between the
     two, nuclei crossing block borders and how many of them were cut, times and peak memory."""

@@ -482,7 +482,8 @@ def bench_predict_cmd(model: Path | None, device: str, no_tta: bool, channels_la
 @click.option("--images", "n_images", default=64, show_default=True, help="Images for the throughput rows.")
 @click.option("--workers", default="1,2", show_default=True, help="Local Dask cluster sizes to time.")
 @click.option("--mosaic", "mosaic_side", default=2048, show_default=True, help="Side of the mosaic predicted both ways.")
-@click.option("--block-size", default=512, show_default=True, help="Block size for the mosaic.")
+@click.option("--block-size", default=448, show_default=True,
+              help="Block size for the mosaic (448: block borders fall inside the 256 px tiles, not on their seams).")
 @click.option("--big", "big_side", default=0, show_default=True,
               help="Also predict a mosaic of this side block-wise (default blocks) and report its peak memory.")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
