@@ -173,7 +173,7 @@ def train(data: Path, out: Path, epochs, steps, minutes, features, crop_size, ba
 @click.option("--format", "label_format", type=click.Choice(["tif", "png"]), default="tif", show_default=True,
               help="Label image format: uint16 TIFF or 16-bit PNG.")
 @click.option("--tile-size", default=1024, show_default=True,
-              help="Larger images are predicted in overlapping tiles of this size (multiple of 16).")
+              help="Larger images are predicted in overlapping tiles of at most this size (multiple of 16).")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the network (pays off for many images of one size; first image slower).")
 @click.option("--block-size", default=2048, show_default=True,

@@ -1,7 +1,8 @@
 """Inference: image -> normalised input -> U-Net -> softmax probabilities -> watershed labels.
 
-Images larger than ``tile_size`` are predicted by overlap-tile (U-Net paper, Fig. 2): tiles of
-``tile_size`` pixels overlapping by ``overlap`` pixels, run in batches, blended with weights that
+Images larger than ``tile_size`` are predicted by overlap-tile (U-Net paper, Fig. 2): the fewest
+tiles of at most ``tile_size`` pixels that overlap by at least ``overlap`` pixels, each shrunk to
+just cover the image (:func:`tile_layout`), run in batches, blended with weights that
 ramp linearly from the tile edges over the overlap, so memory is bounded by the tile batch and
 seams do not show. Test-time augmentation (``tta=True``) averages the 8 dihedral transforms,
 each prediction transformed back first.
@@ -14,6 +15,7 @@ input shape pays the compilation, so it only pays off for many images of one siz
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -41,11 +43,33 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """(tile, tile) float32 weights: 1 inside, ramping down linearly over ``overlap`` px to the edges."""
-    ramp = np.minimum(1.0, (np.arange(tile) + 0.5) / max(overlap, 1))
-    ramp = np.minimum(ramp, ramp[::-1]).astype(np.float32)
-    return np.outer(ramp, ramp)
+def tile_layout(length: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """(tile length, start offsets) of overlap-tiles covering ``length`` pixels along one axis.
+
+    The fewest tiles of at most ``tile`` pixels that overlap by at least ``overlap`` pixels, each
+    shrunk to the smallest multiple of ``multiple`` that still covers ``length`` with them, so
+    the network sees little more than the image: 1040 px with ``tile`` 1024 and ``overlap`` 64 is 2
+    tiles of 560 px, not 2 of 1024. Starts are multiples of ``multiple`` when ``length`` is.
+    ``length <= tile`` gives one tile, the whole length.
+    """
+    if length <= tile:
+        return length, [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, -(-(length + (n - 1) * overlap) // (n * multiple)) * multiple)
+    stride = max(multiple, (size - overlap) // multiple * multiple)
+    return size, tile_starts(length, size, stride)
+
+
+def blend_window(shape: int | tuple[int, int], overlap: int) -> np.ndarray:
+    """(H, W) float32 weights (``shape`` an int for a square): 1 inside, ramping down linearly over
+    ``overlap`` px to every edge."""
+    h, w = (shape, shape) if isinstance(shape, int) else shape
+
+    def ramp(n: int) -> np.ndarray:
+        r = np.minimum(1.0, (np.arange(n) + 0.5) / max(overlap, 1))
+        return np.minimum(r, r[::-1]).astype(np.float32)
+
+    return np.outer(ramp(h), ramp(w))
 
 
 class Predictor:
@@ -105,18 +129,17 @@ class Predictor:
             return self._forward(x[None])[0]
         # The U-Net's max-pooling grid makes it shift-equivariant only for shifts by multiples of
         # 2**depth, so every tile starts at such a multiple: the image is first mirror-padded to a
-        # multiple (as the network pads a whole image) and the stride rounded down to one.
+        # multiple (as the network pads a whole image), tile lengths and strides are multiples too.
         m = 2 ** getattr(self.model, "depth", 0)
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             mode = "reflect" if (ph < h and pw < w) else "edge"
             return self._tiled(np.pad(x, ((0, ph), (0, pw)), mode=mode))[:, :h, :w]
-        stride = max(m, (t - self.overlap) // m * m)
-        th, tw = min(t, h), min(t, w)
-        window = blend_window(t, self.overlap)[:th, :tw]
+        (th, row_starts), (tw, col_starts) = tile_layout(h, t, self.overlap, m), tile_layout(w, t, self.overlap, m)
+        window = blend_window((th, tw), self.overlap)
         acc = np.zeros((3, h, w), np.float32)
         norm = np.zeros((h, w), np.float32)
-        corners = [(r, c) for r in tile_starts(h, th, stride) for c in tile_starts(w, tw, stride)]
+        corners = [(r, c) for r in row_starts for c in col_starts]
         for i in range(0, len(corners), self.batch_size):
             chunk = corners[i : i + self.batch_size]
             probs = self._forward(np.stack([x[r : r + th, c : c + tw] for r, c in chunk]))

@@ -11,7 +11,7 @@ from nucleiseg.data.images import read_image
 from nucleiseg.data.sources import bundled_samples_dir
 from nucleiseg.blockwise import nuclei_cut_at_borders
 from nucleiseg.metrics import dsb_score
-from nucleiseg.predict import Predictor, blend_window, tile_starts
+from nucleiseg.predict import Predictor, blend_window, tile_layout, tile_starts
 
 
 class Pointwise(nn.Module):
@@ -36,7 +36,28 @@ def test_tile_starts_cover(length, tile, stride):
     assert all(b - a <= stride for a, b in zip(starts, starts[1:]))
 
 
+@pytest.mark.parametrize("length", [1025, 1040, 1388, 1984, 2000, 2304, 5008])
+def test_tile_layout_fewest_smallest_tiles(length):
+    size, starts = tile_layout(length, 1024, 64, 16)
+    n = len(starts)
+    assert n == -(-(length - 64) // (1024 - 64))  # the fewest tiles of <= 1024 px overlapping by >= 64
+    assert size <= 1024 and size % 16 == 0 and all(s % 16 == 0 for s in starts[:-1])
+    assert starts[-1] % 16 == 0 or length % 16
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + size] = True
+    assert covered.all() and starts[0] == 0 and starts[-1] + size == length
+    assert all(a + size - b >= 64 for a, b in zip(starts, starts[1:]))  # overlaps of at least 64 px
+    assert n * (size - 16) < length + (n - 1) * 64  # 16 px smaller would not cover
+    assert tile_layout(1040, 1024, 64, 16) == (560, [0, 480])
+    assert tile_layout(700, 1024, 64, 16) == (700, [0])
+
+
 def test_blend_window():
+    r = blend_window((40, 64), 16)
+    assert r.shape == (40, 64) and r.min() > 0 and r[16:24, 16:48].min() == 1.0
+    np.testing.assert_allclose(r, r[::-1, ::-1])
+
     w = blend_window(64, 16)
     assert w.shape == (64, 64) and w.min() > 0 and w[16:48, 16:48].min() == 1.0
     np.testing.assert_allclose(w, w[::-1, ::-1])
@@ -61,8 +82,9 @@ def test_tiling_does_not_show_with_bundled_model():
     assert dsb_score(whole, tiled) > 0.98
     # no nucleus lost or split where tiles meet: each whole-image nucleus on a tile seam is one
     # tiled nucleus covering >= 90% of it
-    rows, cols = ([0] + sorted({e for s in tile_starts(n, 256, 192) for e in (s, s + 256)} - {0, n}) + [n]
-                  for n in (520, 696))  # both ends of every overlap
+    rows, cols = ([0] + sorted({e for s in starts for e in (s, s + size)} - {0, n}) + [n]
+                  for n in (528, 704) for size, starts in [tile_layout(n, 256, 64, 16)])  # both ends of every overlap
+    rows, cols = [min(e, 520) for e in rows], [min(e, 696) for e in cols]  # the padded image's seams
     crossing, cut = nuclei_cut_at_borders(whole, tiled, rows, cols)
     assert crossing > 20 and cut == 0
 
