@@ -1,7 +1,8 @@
-"""Inference speed: ms per image and megapixels per second for 256x256, 520x696 and 1024x1024
-bundled samples, with and without TTA, split into network and watershed.
+"""Inference speed: ms per image and megapixels per second for one bundled sample of each size
+(256 x 256 to 1024 x 1024), or of the images given, with and without TTA, split into network and
+watershed.
 
-    python benchmarks/bench_inference.py [--device cuda] [--no-tta] [--json FILE]
+    python benchmarks/bench_inference.py [IMAGES...] [--device cuda] [--no-tta] [--json FILE]
 
 Same as ``nucleiseg bench predict``; results are recorded in benchmarks/README.md.
 """

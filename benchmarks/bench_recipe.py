@@ -65,14 +65,14 @@ def run_variant(name: str, data: Path, outdir: Path, base_steps: int) -> dict:
         wall = time.perf_counter() - t0
     else:
         wall = float("nan")
-    from nucleiseg.checkpoint import load_model
+    from nucleiseg.model.file import read_model_file
 
-    _, config = load_model(model)
-    v = config["validation"]
+    config = read_model_file(model).config
+    v = config.validation
     return {"name": name, "what": what, "options": " ".join(extra), "cost": cost, "steps": steps,
-            "train_minutes": config["training_minutes"], "wall_minutes": wall / 60, "best_step": v["step"],
-            "score": v["score"], "score_untuned": v["score_default_watershed"], "per_modality": v["per_modality"],
-            "watershed": config["watershed"]}
+            "train_minutes": config.training_minutes, "wall_minutes": wall / 60, "best_step": v.step,
+            "score": v.score, "score_untuned": v.score_default_watershed, "per_modality": v.per_modality,
+            "watershed": config.watershed.to_dict()}
 
 
 def table(rows: list[dict]) -> str:

@@ -1,7 +1,7 @@
 """The DSB2018 score: ours vs StarDist's ``matching`` vs the Kaggle-kernel formulation.
 
     pip install --no-deps stardist csbdeep six     # benchmark-only, never a runtime dependency
-    python benchmarks/bench_score.py [DSB_DIR] [--no-huge] [--json FILE]
+    python benchmarks/bench_score.py [SOURCE] [--no-huge] [--json FILE]     # SOURCE: e.g. stage1_train/
 
 Same as ``nucleiseg bench score``; results are recorded in benchmarks/README.md.
 """

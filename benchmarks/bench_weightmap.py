@@ -1,6 +1,6 @@
 """U-Net weight maps on real DSB2018 data: ours vs the per-nucleus reference vs one SciPy EDT.
 
-    python benchmarks/bench_weightmap.py [DSB_DIR] [--limit N] [--no-reference] [--json FILE]
+    python benchmarks/bench_weightmap.py [SOURCE] [--limit N] [--no-reference] [--json FILE]   # SOURCE: e.g. stage1_train/
 
 Same as ``nucleiseg bench weightmap``; results are recorded in benchmarks/README.md.
 """

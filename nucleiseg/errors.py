@@ -30,3 +30,7 @@ class ModelFileError(NucleisegError):
 class ImageIdError(NucleisegError):
     """An ImageId is not a plain file name (path separators, '..', absolute path) and could
     escape an output folder."""
+
+
+class MissingDependencyError(NucleisegError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

@@ -1,38 +1,46 @@
-"""Figures, drawn with matplotlib (Agg backend, files only): segmentation comparisons, the
-score against the IoU threshold, and training curves. Every figure is written atomically."""
+"""Figures written to PNG files: segmentation comparisons, the score against the IoU threshold,
+and training curves. Every figure is written atomically.
+
+Figures are drawn on a ``matplotlib.figure.Figure`` with its own Agg canvas, never through
+``pyplot``: importing or using this module does not touch the user's matplotlib backend or
+open windows (the approach of matplotlib's "Embedding in a web application server" example).
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from skimage.segmentation import find_boundaries
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
-
-from .data.images import atomic_write, image_to_rgb8  # noqa: E402
-from .metrics import overlap_pairs  # noqa: E402
-from .overlay import colour_overlay  # noqa: E402
+from .io import atomic_write
+from .metrics import dsb_score, overlap_pairs
+from .overlay import colour_overlay, image_to_rgb8
 
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 200, 0), (255, 200, 0), (230, 0, 60)
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def match_overlay(image: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """RGB picture of matching at IoU > ``threshold``: matched predictions (true positives) green,
     unmatched predictions (false positives) yellow, unmatched true nuclei (false negatives) red
     outlines. Returns (H, W, 3) uint8."""
-    t_ids, t_area, p_ids, p_area, pt, pp, inter = overlap_pairs(y_true, y_pred)
-    union = t_area[pt] + p_area[pp] - inter
-    ok = inter > threshold * union
-    matched_true, matched_pred = set(t_ids[pt[ok]].tolist()), set(p_ids[pp[ok]].tolist())
+    pairs = overlap_pairs(y_true, y_pred)
+    ok = pairs.intersection > threshold * pairs.unions()
+    t_ids = pairs.true_ids
+    matched_true = set(t_ids[pairs.pair_true[ok]].tolist())
+    matched_pred = set(pairs.pred_ids[pairs.pair_pred[ok]].tolist())
     rgb = image_to_rgb8(image).astype(np.float32)
     tp = np.isin(y_pred, list(matched_pred)) & (y_pred > 0)
     fp = (y_pred > 0) & ~tp
@@ -47,15 +55,14 @@ def show_figure(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, 
                 title: str = "") -> None:
     """Side by side: the image, the predicted labels (colour overlay) and, with ``truth``, the
     true positives / false positives / false negatives at IoU 0.5 with the DSB score."""
-    from .metrics import dsb_score
-
     panels = [(image_to_rgb8(image), "image"), (colour_overlay(image, labels), f"{int(labels.max())} nuclei predicted")]
     if truth is not None:
         score = dsb_score(truth, labels)
         panels.append((match_overlay(image, truth, labels),
                        f"IoU 0.5: TP green, FP yellow, FN red\nDSB score {score:.3f} ({len(np.unique(truth)) - 1} true)"))
     h, w = labels.shape
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) * max(w / h, 0.5), 4.6))
+    fig = _figure(4.2 * len(panels) * max(w / h, 0.5), 4.6)
+    axes = fig.subplots(1, len(panels))
     for ax, (picture, name) in zip(np.atleast_1d(axes), panels):
         ax.imshow(picture)
         ax.set_title(name, fontsize=9)
@@ -66,12 +73,14 @@ def show_figure(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, 
 
 
 def score_plot(path: str | os.PathLike, per_threshold: list[dict], title: str = "") -> None:
-    """Precision, recall, F1 (summed counts) and the mean per-image DSB precision against the
-    IoU threshold, from a score report's ``per_threshold`` rows."""
-    t = [r["threshold"] for r in per_threshold]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    """Precision, recall, F1 (summed counts) and the mean per-image accuracy TP / (TP + FP + FN)
+    against the IoU threshold, from a :class:`~nucleiseg.evaluation.ScoreReport`'s
+    ``per_threshold`` rows."""
+    t = [r["thresh"] for r in per_threshold]
+    fig = _figure(5.5, 3.8)
+    ax = fig.subplots()
     for key, label, style in (("precision", "precision TP/(TP+FP)", "-o"), ("recall", "recall TP/(TP+FN)", "-s"),
-                              ("f1", "F1", "-^"), ("dsb_precision", "DSB TP/(TP+FP+FN), mean over images", "-d")):
+                              ("f1", "F1", "-^"), ("mean_image_accuracy", "DSB TP/(TP+FP+FN), mean over images", "-d")):
         ax.plot(t, [r[key] for r in per_threshold], style, label=label, markersize=4)
     ax.set_xlabel("IoU threshold")
     ax.set_ylim(0, 1)
@@ -84,7 +93,8 @@ def score_plot(path: str | os.PathLike, per_threshold: list[dict], title: str = 
 def training_curve(path: str | os.PathLike, history: list[dict]) -> None:
     """Loss and validation DSB score (overall and per modality) against the optimizer step."""
     steps = [h["step"] for h in history]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig = _figure(9, 3.4)
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(steps, [h["loss"] for h in history], "-o", markersize=3)
     a1.set_xlabel("step")
     a1.set_ylabel("training loss (smoothed)")
@@ -96,4 +106,4 @@ def training_curve(path: str | os.PathLike, history: list[dict]) -> None:
     a2.legend(fontsize=8)
     for a in (a1, a2):
         a.grid(alpha=0.3)
-    _save(fig, Path(path))
+    _save(fig, path)

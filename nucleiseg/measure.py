@@ -8,14 +8,10 @@ gray image (alpha dropped, colour channels averaged; in the image's own units).
 
 from __future__ import annotations
 
-import csv
-import os
-from pathlib import Path
-
 import numpy as np
 from skimage.measure import regionprops_table
 
-from .data.images import atomic_write, to_gray_float
+from .transforms import to_gray_float
 
 PROPERTIES = ("label", "area", "centroid", "bbox", "equivalent_diameter_area", "eccentricity", "solidity",
               "intensity_mean")
@@ -64,30 +60,6 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray, pixel_size: float | No
         "solidity": t["solidity"],
         "mean_intensity": t["intensity_mean"],
     }
-
-
-def write_table(path: str | os.PathLike, columns: dict[str, np.ndarray] | list[dict]) -> None:
-    """Write a column dict or a list of row dicts as CSV, atomically (NaN written as empty)."""
-    if isinstance(columns, dict):
-        names = list(columns)
-        rows = [dict(zip(names, values)) for values in zip(*columns.values())]
-    else:
-        rows = columns
-        names = list(rows[0]) if rows else []
-
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{float(v):.6g}"
-        return v.item() if isinstance(v, np.generic) else v
-
-    def _write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(names)
-            for row in rows:
-                writer.writerow([fmt(row[k]) for k in names])
-
-    atomic_write(path, _write)
 
 
 def summary_row(image_id: str, table: dict[str, np.ndarray], seconds: float | None) -> dict:

@@ -1,12 +1,14 @@
 """The DSB2018 score and a StarDist-style matching table.
 
-Source: Kaggle DSB2018 evaluation ("mean average precision at different IoU thresholds"),
-GUIDE section 2. For one image, IoU(A, B) = |A & B| / |A | B| for every true object A and
-predicted object B. At threshold t a true object is a true positive (TP) when a predicted object
-has IoU > t with it (strictly greater); unmatched predicted objects are false positives (FP),
-unmatched true objects false negatives (FN). Because t >= 0.5 each object matches at most one
-other. The image score is the mean over t = 0.50, 0.55, ..., 0.95 of TP / (TP + FP + FN); the
-dataset score is the mean of image scores.
+Source: the Kaggle Data Science Bowl 2018 evaluation ("mean average precision at different
+intersection over union (IoU) thresholds", https://www.kaggle.com/competitions/data-science-bowl-2018/overview/evaluation;
+Caicedo et al., Nature Methods 16, 1247-1253, 2019). For one image, IoU(A, B) = |A & B| / |A | B|
+for every true object A and predicted object B. At threshold t a true object is a true positive
+(TP) when a predicted object has IoU > t with it (strictly greater); unmatched predicted objects
+are false positives (FP), unmatched true objects false negatives (FN). Because t >= 0.5 each
+object matches at most one other. The image score is the mean over t = 0.50, 0.55, ..., 0.95 of
+TP / (TP + FP + FN) (StarDist calls this ratio *accuracy*); the dataset score is the mean of
+image scores.
 
 Empty cases: no true and no predicted object gives 1.0 at every threshold; one side empty
 gives 0.0.
@@ -14,16 +16,19 @@ gives 0.0.
 All IoUs come from the histogram of (true label, predicted label) pairs over the pixels where
 both are non-zero, built in one numba pass (a counting sort by true label, then a scratch count
 per true object): time and memory O(pixels + labels + overlapping pairs), never K_true x K_pred.
-Labels may have gaps; label values far above the pixel count are first compacted with np.unique. Threshold tests are exact integer arithmetic (20 * |A & B| > k * |A | B| for
+Labels may have gaps; label values far above the pixel count are first compacted with
+np.unique. Threshold tests are exact integer arithmetic (20 * |A & B| > k * |A | B| for
 t = k / 20), so an IoU of exactly 0.5 is not a match at t = 0.5.
 
-StarDist's ``matching`` counts a match at IoU >= t; the two agree except for pairs whose IoU
-equals a threshold exactly.
+The matching record has the fields of StarDist's ``matching`` (``stardist/matching.py``) where
+they mean the same thing. StarDist counts a match at IoU >= t; the two agree except for pairs
+whose IoU equals a threshold exactly (:func:`threshold_ties`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -35,34 +40,67 @@ THRESHOLD_NUMERATORS = np.arange(10, 20)
 THRESHOLDS = THRESHOLD_NUMERATORS / 20.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class MatchingStats:
-    """Counts and derived rates at one IoU threshold (StarDist's ``matching`` fields).
+    """Counts and rates at one IoU threshold, with the field names of StarDist's ``matching``.
 
-    ``dsb_precision`` = tp / (tp + fp + fn) is the DSB2018 per-threshold value (StarDist calls it
-    accuracy); ``precision`` = tp / (tp + fp), ``recall`` = tp / (tp + fn), ``f1``,
-    ``mean_matched_iou`` (mean IoU of the tp pairs), ``panoptic_quality`` = sum of matched IoU /
-    (tp + fp / 2 + fn / 2). Rates with a zero denominator are 1.0 when both sides are empty,
-    else 0.0.
+    Attributes
+    ----------
+    thresh : float
+        IoU threshold; a pair matches when its IoU is above it.
+    tp, fp, fn : int
+        Matched true objects, unmatched predicted objects, unmatched true objects.
+    precision, recall : float
+        tp / (tp + fp), tp / (tp + fn).
+    accuracy : float
+        tp / (tp + fp + fn): the DSB2018 value at this threshold.
+    f1 : float
+        2 tp / (2 tp + fp + fn).
+    n_true, n_pred : int
+        Objects in the true and the predicted label image.
+    mean_matched_score : float
+        Mean IoU of the matched pairs.
+    panoptic_quality : float
+        Sum of the matched IoUs / (tp + fp / 2 + fn / 2) (Kirillov et al., "Panoptic
+        Segmentation", CVPR 2019, eq. 1).
+
+    Rates with a zero denominator are 1.0 when both sides are empty, else 0.0.
     """
 
-    threshold: float
+    thresh: float
     tp: int
     fp: int
     fn: int
-    dsb_precision: float
     precision: float
     recall: float
+    accuracy: float
     f1: float
-    mean_matched_iou: float
+    n_true: int
+    n_pred: int
+    mean_matched_score: float
     panoptic_quality: float
-    matched_iou_sum: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, ...]:
+class OverlapPairs(NamedTuple):
+    """Object areas and the intersections of every overlapping (true, predicted) pair."""
+
+    true_ids: np.ndarray  # (K_true,) the labels present in y_true
+    true_areas: np.ndarray  # (K_true,) their areas, pixels
+    pred_ids: np.ndarray  # (K_pred,) likewise for y_pred
+    pred_areas: np.ndarray
+    pair_true: np.ndarray  # (P,) index into true_ids of each pair sharing a pixel
+    pair_pred: np.ndarray  # (P,) index into pred_ids
+    intersection: np.ndarray  # (P,) shared pixels
+
+    def unions(self) -> np.ndarray:
+        """(P,) int64 union areas of the pairs, pixels."""
+        return self.true_areas[self.pair_true].astype(np.int64) + self.pred_areas[self.pair_pred] - self.intersection
+
+
+def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> OverlapPairs:
     """Object areas and the intersections of every overlapping (true, predicted) pair.
 
     Parameters
@@ -71,10 +109,8 @@ def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, .
 
     Returns
     -------
-    true_ids, true_areas : (K_true,) the labels present in ``y_true`` and their areas (pixels).
-    pred_ids, pred_areas : likewise for ``y_pred``.
-    pair_true, pair_pred, pair_inter : (P,) index into true_ids / pred_ids and intersection area
-        of every pair that shares at least one pixel.
+    :class:`OverlapPairs`: the labels present in each image and their areas (pixels); for every
+    pair that shares at least one pixel, indices into those labels and the intersection area.
 
     Raises
     ------
@@ -97,7 +133,7 @@ def overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, .
     p_index = np.cumsum(area_p > 0) - (1 if area_p[0] > 0 else 0) - 1
     true_ids = t_ids if t_values is None else t_values[t_ids]
     pred_ids = p_ids if p_values is None else p_values[p_ids]
-    return (true_ids, area_t[t_ids], pred_ids, area_p[p_ids], t_index[pair_t], p_index[pair_p], inter)
+    return OverlapPairs(true_ids, area_t[t_ids], pred_ids, area_p[p_ids], t_index[pair_t], p_index[pair_p], inter)
 
 
 def _dense_labels(flat: np.ndarray):
@@ -167,7 +203,7 @@ def _pair_histogram(t, p, nt, np_):
     return area_t, area_p, pair_t[:n_pairs], pair_p[:n_pairs], inter[:n_pairs]
 
 
-def _stats(threshold: float, tp: int, n_true: int, n_pred: int, iou_sum: float) -> MatchingStats:
+def _stats(thresh: float, tp: int, n_true: int, n_pred: int, matched_score_sum: float) -> MatchingStats:
     fp, fn = n_pred - tp, n_true - tp
     empty = n_true == 0 and n_pred == 0
 
@@ -175,17 +211,11 @@ def _stats(threshold: float, tp: int, n_true: int, n_pred: int, iou_sum: float) 
         return a / b if b > 0 else (1.0 if empty else 0.0)
 
     return MatchingStats(
-        threshold=float(threshold),
-        tp=int(tp),
-        fp=int(fp),
-        fn=int(fn),
-        dsb_precision=ratio(tp, tp + fp + fn),
-        precision=ratio(tp, tp + fp),
-        recall=ratio(tp, tp + fn),
-        f1=ratio(2 * tp, 2 * tp + fp + fn),
-        mean_matched_iou=(iou_sum / tp) if tp else (1.0 if empty else 0.0),
-        panoptic_quality=ratio(iou_sum, tp + fp / 2 + fn / 2),
-        matched_iou_sum=float(iou_sum),
+        thresh=float(thresh), tp=int(tp), fp=int(fp), fn=int(fn),
+        precision=ratio(tp, tp + fp), recall=ratio(tp, tp + fn), accuracy=ratio(tp, tp + fp + fn),
+        f1=ratio(2 * tp, 2 * tp + fp + fn), n_true=int(n_true), n_pred=int(n_pred),
+        mean_matched_score=(matched_score_sum / tp) if tp else (1.0 if empty else 0.0),
+        panoptic_quality=ratio(matched_score_sum, tp + fp / 2 + fn / 2),
     )
 
 
@@ -205,13 +235,15 @@ def matching_table(y_true: np.ndarray, y_pred: np.ndarray) -> list[MatchingStats
     ValueError
         on shape mismatch or non-integer / negative / non-2-D input.
     """
-    _, true_areas, _, pred_areas, pt, pp, inter = overlap_pairs(y_true, y_pred)
-    union = true_areas[pt].astype(np.int64) + pred_areas[pp] - inter
+    pairs = overlap_pairs(y_true, y_pred)
+    union = pairs.unions()
+    inter = pairs.intersection
     iou = inter / np.maximum(union, 1)
+    n_true, n_pred = pairs.true_areas.size, pairs.pred_areas.size
     rows = []
     for k, t in zip(THRESHOLD_NUMERATORS, THRESHOLDS):
         matched = 20 * inter > k * union
-        rows.append(_stats(t, int(matched.sum()), true_areas.size, pred_areas.size, float(iou[matched].sum())))
+        rows.append(_stats(t, int(matched.sum()), n_true, n_pred, float(iou[matched].sum())))
     return rows
 
 
@@ -221,9 +253,15 @@ def threshold_ties(y_true: np.ndarray, y_pred: np.ndarray) -> list[int]:
     Only such pairs are counted differently by the DSB2018 rule (IoU > t) and StarDist's
     (IoU >= t); with no tie at t the two give the same TP, FP and FN.
     """
-    _, true_areas, _, pred_areas, pt, pp, inter = overlap_pairs(y_true, y_pred)
-    union = true_areas[pt].astype(np.int64) + pred_areas[pp] - inter
-    return [int((20 * inter == k * union).sum()) for k in THRESHOLD_NUMERATORS]
+    pairs = overlap_pairs(y_true, y_pred)
+    union = pairs.unions()
+    return [int((20 * pairs.intersection == k * union).sum()) for k in THRESHOLD_NUMERATORS]
+
+
+def dsb_score_from_table(table: list[MatchingStats]) -> float:
+    """The DSB2018 image score from a :func:`matching_table`: the mean accuracy
+    TP / (TP + FP + FN) over its thresholds."""
+    return float(np.mean([row.accuracy for row in table]))
 
 
 def dsb_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -242,25 +280,19 @@ def dsb_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     ValueError
         on shape mismatch or non-integer / negative / non-2-D input.
     """
-    return float(np.mean([row.dsb_precision for row in matching_table(y_true, y_pred)]))
+    return dsb_score_from_table(matching_table(y_true, y_pred))
 
 
 def dataset_table(tables: list[list[MatchingStats]]) -> list[MatchingStats]:
     """Per-threshold counts summed over images (StarDist's ``matching_dataset``, by_image=False).
 
     ``tables`` holds one :func:`matching_table` result per image. Rates are recomputed from the
-    summed tp, fp, fn and matched-IoU sums.
+    summed tp, fp, fn and matched IoUs (each image's ``mean_matched_score * tp``, as StarDist does).
     """
     out = []
     for i, t in enumerate(THRESHOLDS):
-        tp = sum(tab[i].tp for tab in tables)
-        fp = sum(tab[i].fp for tab in tables)
-        fn = sum(tab[i].fn for tab in tables)
-        iou_sum = sum(tab[i].matched_iou_sum for tab in tables)
-        out.append(_stats(t, tp, tp + fn, tp + fp, iou_sum))
+        rows = [tab[i] for tab in tables]
+        tp = sum(r.tp for r in rows)
+        matched = sum(r.mean_matched_score * r.tp for r in rows)
+        out.append(_stats(t, tp, sum(r.n_true for r in rows), sum(r.n_pred for r in rows), matched))
     return out
-
-
-def image_score(table: list[MatchingStats]) -> float:
-    """The DSB2018 image score from a :func:`matching_table` result."""
-    return float(np.mean([row.dsb_precision for row in table]))

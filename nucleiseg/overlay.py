@@ -7,7 +7,7 @@ import colorsys
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from .data.images import image_to_rgb8
+from .transforms import drop_alpha
 
 
 def label_colours(n: int, seed: int = 0) -> np.ndarray:
@@ -35,3 +35,15 @@ def colour_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.35) -
     edges = find_boundaries(labels, mode="inner") & inside
     rgb[edges] = colours[compact[edges]]
     return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def image_to_rgb8(image: np.ndarray) -> np.ndarray:
+    """An 8-bit RGB view of any image for pictures: alpha dropped, min-max stretched per image.
+
+    ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype -> (H, W, 3) uint8.
+    """
+    img = drop_alpha(image).astype(np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(img)
+    img = img.astype(np.uint8)
+    return np.stack([img] * 3, axis=-1) if img.ndim == 2 else img

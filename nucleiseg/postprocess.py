@@ -1,10 +1,11 @@
 """Marker-controlled watershed: from the 3-class probabilities to a label image.
 
-GUIDE section 5 (after the DSB2018 winning solution): markers are the connected components of
-the (mask - border) probability above ``marker_threshold``; ``skimage.segmentation.watershed``
-floods the inverted (mask - border) probability from them, restricted to the foreground (mask +
-border probability above ``mask_threshold``); holes are filled, objects smaller than
-``min_area`` pixels are dropped, and labels are renumbered 1..N.
+After the DSB2018 winning solution (https://github.com/selimsef/dsb2018_topcoders): markers are
+the connected components of the (mask - border) probability above ``marker_threshold``;
+``skimage.segmentation.watershed`` floods the inverted (mask - border) probability from them,
+restricted to the foreground (mask + border probability above ``mask_threshold``); holes are
+filled, objects smaller than ``min_area`` pixels are dropped (:func:`drop_small_objects`, the one
+minimum-size rule, also used by the watershed tuning), and labels are renumbered 1..N.
 """
 
 from __future__ import annotations
@@ -15,17 +16,43 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import relabel_sequential, watershed
 
+from .targets.border import BORDER, INTERIOR
 
-@dataclass
+
+@dataclass(frozen=True)
 class WatershedParams:
-    """Post-processing parameters (probabilities in [0, 1], areas in pixels)."""
+    """Post-processing parameters; a model file stores the values tuned for it.
+
+    Attributes
+    ----------
+    marker_threshold : float
+        Watershed marker threshold: connected components of P(mask - border) above it seed one
+        nucleus each (probability, 0..1).
+    mask_threshold : float
+        Foreground threshold: the watershed floods only where P(mask - border) + P(border) is
+        above it (probability, 0..1).
+    min_area : int
+        Smallest nucleus kept, in pixels; smaller objects are dropped.
+    """
 
     marker_threshold: float = 0.6
     mask_threshold: float = 0.5
     min_area: int = 15
 
+    def __post_init__(self) -> None:
+        for name in ("marker_threshold", "mask_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.min_area < 0:
+            raise ValueError(f"min_area must be >= 0 pixels, got {self.min_area}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WatershedParams":
+        """From :meth:`to_dict`'s output; raises KeyError, TypeError or ValueError on bad entries."""
+        return cls(float(d["marker_threshold"]), float(d["mask_threshold"]), int(d["min_area"]))
 
 
 def probabilities_to_labels(probabilities: np.ndarray, params: WatershedParams | None = None) -> np.ndarray:
@@ -49,13 +76,28 @@ def probabilities_to_labels(probabilities: np.ndarray, params: WatershedParams |
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 3 or probabilities.shape[0] != 3:
         raise ValueError(f"probabilities must be (3, H, W), got {probabilities.shape}")
-    interior = probabilities[0].astype(np.float32)
-    foreground = (probabilities[0] + probabilities[1]) > p.mask_threshold
+    interior = probabilities[INTERIOR].astype(np.float32)
+    foreground = (probabilities[INTERIOR] + probabilities[BORDER]) > p.mask_threshold
     markers, n = ndimage.label((interior > p.marker_threshold) & foreground)
     if n == 0:
         return np.zeros(interior.shape, dtype=np.int32)
     labels = watershed(-interior, markers, mask=foreground)
     return clean_labels(labels, p.min_area)
+
+
+def drop_small_objects(labels: np.ndarray, min_area: int, areas: np.ndarray | None = None) -> np.ndarray:
+    """``labels`` with every object of fewer than ``min_area`` pixels set to 0 (not renumbered).
+
+    ``labels`` (H, W) non-negative integers; ``areas``, if given, is ``np.bincount(labels.ravel())``
+    (pass it to filter one label image with several minimum sizes). Returns ``labels`` itself
+    when nothing is dropped, else a new array of its dtype.
+    """
+    if min_area <= 0:
+        return labels
+    areas = np.bincount(labels.ravel()) if areas is None else areas
+    small = areas < min_area
+    small[0] = False
+    return np.where(small[labels], 0, labels).astype(labels.dtype, copy=False) if small.any() else labels
 
 
 def clean_labels(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
@@ -73,9 +115,5 @@ def clean_labels(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
         holes = filled & ~obj & (labels[sl] == 0)
         if holes.any():
             labels[sl][holes] = lab
-    if min_area > 0:
-        areas = np.bincount(labels.ravel())
-        small = areas < min_area
-        small[0] = False
-        labels[small[labels]] = 0
+    labels = drop_small_objects(labels, min_area)
     return relabel_sequential(labels)[0].astype(np.int32)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up nucleiseg in ./.venv (created if absent): PyTorch first, then the project itself.
 #   bash scripts/setup.sh          # the package
-#   bash scripts/setup.sh test     # the package with its test dependencies
+#   bash scripts/setup.sh test     # the package with every extra (test, cluster), as CI tests it
 # PyTorch: with an NVIDIA GPU (nvidia-smi lists one) the CUDA build from PyPI; otherwise the
 # CPU build (torch==2.13.0+cpu from a configured index or wheel folder, else PyTorch's CPU index),
 # so a CPU-only machine never downloads the CUDA packages. An installed torch is kept.
@@ -17,4 +17,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || pip install "torch==2.13.0+cpu" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-pip install -e ".${1:+[$1]}"
+case "${1:-}" in
+  "") pip install -e . ;;
+  test) pip install -e ".[test,cluster]" ;;
+  *) pip install -e ".[$1]" ;;
+esac

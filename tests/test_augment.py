@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nucleiseg.augment import dihedral, dihedral_inverse, random_crop, sample_batch
+from nucleiseg.training.augment import random_crop, sample_batch
+from nucleiseg.transforms import dihedral, dihedral_inverse
 
 
 def test_dihedral_round_trip_and_distinct():

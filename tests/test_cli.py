@@ -49,9 +49,9 @@ def test_convert_train_predict_score(tmp_path, small_dsb, sample_labels):
     r = run("train", data, "--out", tmp_path / "wm.pt", "--steps", 2, "--val-every", 2, "--features", "4,8",
             "--crop-size", 32, "--batch-size", 2, "--device", "cpu", "--weight-map")
     assert r.exit_code == 0, r.output
-    from nucleiseg.checkpoint import load_model
+    from nucleiseg.model.file import read_model_file
 
-    assert load_model(tmp_path / "wm.pt")[1]["training"]["weight_map"] is True
+    assert read_model_file(tmp_path / "wm.pt").config.training["weight_map"] is True
     r = run("train", data, "--out", model, "--steps", 3, "--val-every", 2, "--features", "4,8,16",
             "--crop-size", 64, "--batch-size", 2, "--device", "cpu")
     assert r.exit_code == 0, r.output
@@ -74,7 +74,12 @@ def test_convert_train_predict_score(tmp_path, small_dsb, sample_labels):
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["n_images"] == 3 and len(report["per_threshold"]) == 10
-    assert 0.0 <= report["score"] <= 1.0
+    # the report agrees with an independent scoring of the written label images, image by image
+    expected = {i: dsb_score(sample_labels[i], read_label_image(out / f"{i}.tif")) for i in ids}
+    assert {p["image_id"]: p["score"] for p in report["per_image"]} == pytest.approx(expected, abs=1e-12)
+    assert report["score"] == pytest.approx(np.mean(list(expected.values())), abs=1e-12)
+    assert [row["thresh"] for row in report["per_threshold"]] == pytest.approx([k / 20 for k in range(10, 20)])
+    assert np.mean([row["mean_image_accuracy"] for row in report["per_threshold"]]) == pytest.approx(report["score"])
     # the submission CSV scores exactly as the label images it encodes
     r2 = run("score", small_dsb, tmp_path / "sub.csv", "--json")
     assert json.loads(r2.stdout)["score"] == pytest.approx(report["score"])
@@ -93,13 +98,15 @@ def test_score_identical_and_missing(tmp_path):
     assert report["score"] == pytest.approx(1 / 8) and len(report["missing"]) == 7
 
 
-def test_predict_bundled_samples_main_job(tmp_path):
-    """The README's first command: the bundled model on the bundled samples, with a score."""
+def test_predict_bundled_samples_main_job(tmp_path, sample_labels):
+    """The README's first command: the bundled model on the bundled samples, with the score the
+    README documents (0.4543), equal to an independent scoring of the written label images."""
     r = run("predict", "-o", tmp_path / "out")
     assert r.exit_code == 0, r.output
-    assert "8 images labeled" in r.output and "DSB score on the 8 bundled samples" in r.output
-    score = float(r.output.strip().rsplit(" ", 1)[1])
-    assert score > 0.3  # the bundled model, not an untrained one
+    assert "8 images labeled (551 nuclei)" in r.output
+    assert r.output.rstrip().endswith("DSB score on the 8 bundled samples: 0.4543")
+    scores = [dsb_score(truth, read_label_image(tmp_path / "out" / f"{i}.tif")) for i, truth in sample_labels.items()]
+    assert np.mean(scores) == pytest.approx(0.4543, abs=5e-5)
 
 
 def test_errors_are_one_line(tmp_path):
@@ -152,12 +159,12 @@ def test_predict_measure_and_png_format(tmp_path):
 
 
 def test_unexpected_errors_one_line_unless_verbose(tmp_path, monkeypatch):
-    import nucleiseg.batch
+    import nucleiseg.inference.batch
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(nucleiseg.batch, "predict_files", broken)
+    monkeypatch.setattr(nucleiseg.inference.batch, "predict_files", broken)
     r = CliRunner().invoke(main, ["predict", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1 and "RuntimeError: disk on fire" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["--verbose", "predict", "-o", str(tmp_path / "o")])
@@ -182,3 +189,38 @@ def test_show_and_score_plot(tmp_path, sample_ids):
     assert fig is not None and fig.shape[1] > 2 * fig.shape[0]  # three panels side by side
     r = run("score", bundled_samples_dir() / "labels", bundled_samples_dir() / "labels", "--plot", tmp_path / "s.png")
     assert r.exit_code == 0 and _cv2.imread(str(tmp_path / "s.png")) is not None
+
+
+def test_cluster_without_the_extra_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the 'cluster' extra were not installed
+    monkeypatch.delitem(sys.modules, "nucleiseg.inference.cluster", raising=False)
+    r = CliRunner().invoke(main, ["predict", "-o", str(tmp_path / "o"), "--workers", "2"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "pip install 'nucleiseg[cluster]'" in r.output and r.output.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_bench_commands_run_on_the_bundled_samples(tmp_path, sample_labels):
+    from nucleiseg.bench.references import unet_weight_map_reference  # noqa: F401  (what the bench times)
+
+    r = run("bench", "weightmap", "--json", tmp_path / "w.json")
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "w.json").read_text())
+    assert [row["image_id"] for row in result["rows"]] == sorted(sample_labels)
+    assert result["total"]["max_abs_diff"] < 1e-5  # ours equals the per-nucleus reference
+    most = max(sample_labels, key=lambda i: len(np.unique(sample_labels[i])))
+    assert result["most_nuclei"] == most and f"peak extra memory on {most[:12]}" in r.output
+    r = run("bench", "score", "--no-huge", "--json", tmp_path / "s.json")
+    assert r.exit_code == 0, r.output
+    cases = json.loads((tmp_path / "s.json").read_text())["cases"]
+    assert [c["case"] for c in cases] == ["520x696", "4096x4096 mosaic"]  # the sample with the most nuclei
+    assert cases[0]["objects_true"] == len(np.unique(sample_labels[most])) - 1
+    assert cases[0]["ours_score"] == pytest.approx(cases[0]["kaggle_score"], abs=1e-12)
+    r = run("bench", "predict", "--no-tta", "--device", "cpu", "--json", tmp_path / "p.json")
+    assert r.exit_code == 0, r.output
+    shapes = [tuple(row["shape"]) for row in json.loads((tmp_path / "p.json").read_text())["rows"]]
+    assert shapes == [(256, 256), (256, 320), (260, 347), (360, 360), (520, 696), (1024, 1024)]
+    r = CliRunner().invoke(main, ["bench", "scale", "--big", "8192"])
+    assert r.exit_code == 1 and "benchmarks/bench_scale.py --big 8192" in r.output

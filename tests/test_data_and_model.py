@@ -8,11 +8,15 @@ import pytest
 import torch
 
 from conftest import disk, make_dsb_item, write_png
-from nucleiseg.checkpoint import load_model, save_model
 from nucleiseg.data.dsb2018 import iter_dsb2018, read_item
-from nucleiseg.data.images import normalize_image, read_image, read_label_image, write_label_image
+from nucleiseg.data.images import read_image, read_label_image
 from nucleiseg.errors import ImageReadError, ModelFileError
-from nucleiseg.model import UNet, UNetConfig
+from nucleiseg.io import write_label_image
+from nucleiseg.model.config import ModelConfig, UNetConfig, ValidationRecord
+from nucleiseg.model.file import bundled_model_path, read_model_file, save_model_file
+from nucleiseg.model.unet import UNet
+from nucleiseg.postprocess import WatershedParams
+from nucleiseg.transforms import normalize_image
 
 
 def test_defects_are_reported_not_hidden(tmp_path):
@@ -106,12 +110,15 @@ def test_unet_output_shape_any_size(h, w):
 
 def test_model_file_round_trip_and_refusals(tmp_path):
     model = UNet(UNetConfig(1, 3, (4, 8))).eval()
-    save_model(tmp_path / "m.pt", model, {"watershed": {"marker_threshold": 0.7}}, half=False)
-    loaded, config = load_model(tmp_path / "m.pt")
+    config = ModelConfig(watershed=WatershedParams(0.7, 0.4, 12), training={"seed": 3},
+                         validation=ValidationRecord(0.5, {"fluorescence": 0.5}, step=7))
+    save_model_file(tmp_path / "m.pt", model, config, half=False)
+    loaded, back = read_model_file(tmp_path / "m.pt")
     x = torch.rand(1, 1, 20, 20)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
-    assert config["watershed"]["marker_threshold"] == 0.7 and config["unet"]["features"] == [4, 8]
+    assert back == config.replace(unet=UNetConfig(1, 3, (4, 8)))  # every entry read back as written
+    assert back.watershed.marker_threshold == 0.7 and back.validation.step == 7
 
     class Evil:
         def __reduce__(self):
@@ -119,15 +126,33 @@ def test_model_file_round_trip_and_refusals(tmp_path):
 
     torch.save({"format": "nucleiseg-model", "evil": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(ModelFileError, match="not a loadable"):
-        load_model(tmp_path / "evil.pt")
+        read_model_file(tmp_path / "evil.pt")
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["config"]["unet"]["features"] = [4, 8, 16]
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(ModelFileError, match="do not match"):
-        load_model(tmp_path / "mismatch.pt")
+        read_model_file(tmp_path / "mismatch.pt")
+    for key, value, message in (("watershed", {"marker_threshold": 1.5, "mask_threshold": 0.5, "min_area": 1},
+                                 "marker_threshold must be a probability"),
+                                ("normalization", {"p_low": 50.0, "p_high": 10.0}, "p_low < p_high"),
+                                ("surprise", 1, "unknown config entries")):
+        payload = torch.load(tmp_path / "m.pt", weights_only=True)
+        payload["config"][key] = value
+        torch.save(payload, tmp_path / "bad.pt")
+        with pytest.raises(ModelFileError, match=f"bad.pt: invalid model configuration .*{message}"):
+            read_model_file(tmp_path / "bad.pt")
     (tmp_path / "junk.pt").write_text("junk")
     with pytest.raises(ModelFileError):
-        load_model(tmp_path / "junk.pt")
+        read_model_file(tmp_path / "junk.pt")
+
+
+def test_bundled_model_file_reads_as_it_is():
+    """The bundled file predates ModelConfig: its stored entries must read back to the same values."""
+    _, config = read_model_file(None)
+    raw = torch.load(bundled_model_path(), weights_only=True)["config"]
+    assert config.to_dict() == raw
+    assert config.watershed == WatershedParams(0.8, 0.6, 41)
+    assert config.validation.score == pytest.approx(0.5811, abs=5e-5) and len(config.validation.ids) == 101
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".bmp", ".tif"])

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from nucleiseg.distance import edt, two_nearest_distances
-from nucleiseg.weightmap import class_balance_weights, unet_weight_map
+from nucleiseg.targets.distance import edt, two_nearest_distances
+from nucleiseg.targets.weightmap import class_balance_weights, unet_weight_map
 
-from nucleiseg.references import two_nearest_reference, unet_weight_map_reference
+from nucleiseg.bench.references import two_nearest_reference, unet_weight_map_reference
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 17), (23, 1), (7, 13), (64, 33), (101, 257)])

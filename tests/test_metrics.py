@@ -50,7 +50,7 @@ def test_empty_cases():
     assert dsb_score(one, empty) == 0.0
     assert dsb_score(empty, one) == 0.0
     rows = matching_table(empty, empty)
-    assert all(r.tp == r.fp == r.fn == 0 and r.dsb_precision == 1.0 for r in rows)
+    assert all(r.tp == r.fp == r.fn == 0 and r.accuracy == 1.0 for r in rows)
 
 
 def test_merge_known_answer():
@@ -75,9 +75,9 @@ def test_split_known_answer():
     rows = matching_table(y_true, y_pred)
     # t = 0.50, 0.55: one TP (IoU 0.6), one FP -> 1/2; t >= 0.60: 0.6 is not > 0.6 -> 0 / 3
     expected = [0.5, 0.5] + [0.0] * 8
-    assert [r.dsb_precision for r in rows] == pytest.approx(expected)
+    assert [r.accuracy for r in rows] == pytest.approx(expected)
     assert dsb_score(y_true, y_pred) == pytest.approx(0.1)
-    assert rows[0].mean_matched_iou == pytest.approx(0.6)
+    assert rows[0].mean_matched_score == pytest.approx(0.6)
     assert rows[0].precision == 0.5 and rows[0].recall == 1.0
 
 
@@ -156,7 +156,7 @@ def test_threshold_ties():
 
 
 def test_counts_agree_rule():
-    from nucleiseg.benchmark import counts_agree
+    from nucleiseg.bench.score import counts_agree
 
     same = [(3, 1, 0)] * 10
     assert counts_agree(same, same, [0] * 10) == "yes"
@@ -168,7 +168,7 @@ def test_counts_agree_rule():
 def test_benchmark_json_takes_numpy_numbers():
     import json
 
-    from nucleiseg.benchmark import to_json
+    from nucleiseg.bench.common import to_json
 
     result = {"ours": [(np.int64(3), np.int32(1), 0)], "t": np.float32(0.5), "a": np.arange(2)}
     assert json.loads(to_json(result)) == {"ours": [[3, 1, 0]], "t": 0.5, "a": [0, 1]}

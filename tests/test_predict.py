@@ -9,9 +9,12 @@ from torch import nn
 
 from nucleiseg.data.images import read_image
 from nucleiseg.data.sources import bundled_samples_dir
-from nucleiseg.blockwise import nuclei_cut_at_borders
+from nucleiseg.inference.blockwise import nuclei_cut_at_borders
+from nucleiseg.inference.predictor import PredictOptions, Predictor
+from nucleiseg.inference.tiling import blend_window, tile_layout, tile_starts
 from nucleiseg.metrics import dsb_score
-from nucleiseg.predict import Predictor, blend_window, tile_layout, tile_starts
+from nucleiseg.model.config import ModelConfig
+from nucleiseg.postprocess import WatershedParams
 
 
 class Pointwise(nn.Module):
@@ -66,8 +69,8 @@ def test_blend_window():
 def test_tiled_equals_whole_for_pointwise_model():
     rng = np.random.default_rng(0)
     x = rng.random((150, 97)).astype(np.float32)
-    whole = Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=1024)
-    tiled = Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=48, overlap=16, batch_size=3)
+    whole = Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), tile_size=1024)
+    tiled = Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), tile_size=48, overlap=16, batch_size=3)
     ref = whole.probabilities_of_normalized(x)
     np.testing.assert_allclose(tiled.probabilities_of_normalized(x), ref, atol=1e-5)
     np.testing.assert_allclose(whole.probabilities_of_normalized(x, tta=True), ref, atol=1e-5)
@@ -91,7 +94,7 @@ def test_tiling_does_not_show_with_bundled_model():
 
 def test_bad_tile_size():
     with pytest.raises(ValueError, match="multiple of 16"):
-        Predictor(Pointwise(), {}, torch.device("cpu"), tile_size=100)
+        Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), tile_size=100)
 
 
 def test_channels_last_gives_the_same_probabilities():
@@ -102,3 +105,21 @@ def test_channels_last_gives_the_same_probabilities():
     assert fast.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(fast.predict_probabilities(image), plain.predict_probabilities(image), atol=1e-4)
+
+
+def test_predict_options_override_without_changing_the_predictor():
+    """Watershed values travel in PredictOptions; the predictor keeps the model's tuned values."""
+    path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("1c681dfa5cf7"))
+    image = read_image(path)
+    predictor = Predictor.from_file(device="cpu")
+    tuned = predictor.watershed
+    loose = WatershedParams(0.3, 0.2, 0)
+    labels = predictor.predict(image, PredictOptions(watershed=loose))
+    assert predictor.watershed == tuned  # not mutated
+    from nucleiseg.postprocess import probabilities_to_labels
+
+    probabilities = predictor.predict_probabilities(image)
+    np.testing.assert_array_equal(labels, probabilities_to_labels(probabilities, loose))
+    np.testing.assert_array_equal(predictor.predict(image), probabilities_to_labels(probabilities, tuned))
+    with pytest.raises(ValueError, match="label format"):
+        PredictOptions(label_format="jpg")

@@ -5,13 +5,11 @@ Every bad input tried here names the file (or ImageId) and the problem in a Nucl
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,14 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nucleiseg.data.images import read_image, read_label_image, write_label_image
+from nucleiseg.data.images import read_image, read_label_image
 from nucleiseg.data.rle import decode_labels, decode_rle, encode_labels, read_solution_csv
 from nucleiseg.data.sources import bundled_samples_dir
 from nucleiseg.errors import ImageIdError, ImageReadError, NucleisegError, RLEError
+from nucleiseg.inference.predictor import Predictor
+from nucleiseg.io import write_label_image
 from nucleiseg.metrics import dsb_score, matching_table
 from nucleiseg.postprocess import probabilities_to_labels
-from nucleiseg.predict import Predictor
-from nucleiseg.targets import softmax_targets
+from nucleiseg.targets.border import softmax_targets
 
 label_images = arrays(np.uint16, st.tuples(st.integers(1, 24), st.integers(1, 24)), elements=st.integers(0, 5))
 
@@ -159,25 +158,45 @@ def test_bool_and_label_dtypes(tmp_path):
     assert back.dtype == np.uint32 and back[0, 0] == 70000
 
 
+@pytest.fixture(scope="module")
+def gray_crop() -> tuple[np.ndarray, np.ndarray]:
+    """A 128 x 128 uint8 gray crop of a real fluorescence sample (its R, G and B are equal) and the
+    bundled model's labels of it."""
+    path = next((bundled_samples_dir() / "images").glob("1c681dfa5cf7*.png"))
+    gray = read_image(path)[:128, :128, 0].copy()
+    return gray, Predictor.from_file(device="cpu").predict(gray)
+
+
 @pytest.mark.parametrize("channels, dtype", [(0, np.uint8), (1, np.uint16), (2, np.uint8), (3, np.uint16),
                                              (4, np.uint8)])
-def test_channels_and_bit_depths_predict(tmp_path, channels, dtype):
-    image = np.zeros((40, 40) + ((channels,) if channels else ()), dtype)
-    image[10:20, 10:20] = np.iinfo(dtype).max // 2
+def test_channels_and_bit_depths_predict(tmp_path, gray_crop, channels, dtype):
+    """The same picture stored as 8 or 16 bit, gray, gray + alpha, RGB or RGBA gives the labels of
+    the 8-bit gray image (normalisation is percentile-based, alpha is dropped, RGB averaged)."""
+    gray, expected = gray_crop
+    assert expected.max() > 10  # a real crop with nuclei in it
+    value = gray.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    alpha = np.full_like(value, np.iinfo(dtype).max)
+    planes = {0: [], 1: [value], 2: [value, alpha], 3: [value] * 3, 4: [value] * 3 + [alpha]}[channels]
+    image = np.stack(planes, axis=-1) if planes else value
     kwargs = {"photometric": "rgb"} if channels >= 3 else {"photometric": "minisblack"}
     if channels > 1:
         kwargs["planarconfig"] = "contig"
     tifffile.imwrite(tmp_path / "x.tif", image, **kwargs)
-    assert read_image(tmp_path / "x.tif").shape == image.shape[:2] + ((channels,) if channels > 1 else ())
-    labels = Predictor.from_file(device="cpu").predict(read_image(tmp_path / "x.tif"))
-    assert labels.shape == (40, 40)
+    read = read_image(tmp_path / "x.tif")
+    assert read.shape == image.shape[:2] + ((channels,) if channels > 1 else ()) and read.dtype == dtype
+    np.testing.assert_array_equal(Predictor.from_file(device="cpu").predict(read), expected)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (15, 17)])
 def test_tiny_and_constant_images_predict(shape):
     predictor = Predictor.from_file(device="cpu")
     assert predictor.predict(np.full(shape, 100, np.uint8)).max() == 0  # constant: no nuclei
-    assert predictor.predict(np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)).shape == shape
+    noise = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
+    labels = predictor.predict(noise)
+    assert labels.shape == shape and labels.dtype == np.int32
+    present = np.unique(labels[labels > 0])
+    np.testing.assert_array_equal(present, np.arange(1, present.size + 1))  # the 1..N contract
+    assert (np.bincount(labels.ravel())[1:] >= predictor.watershed.min_area).all()  # no nucleus under the minimum
 
 
 @pytest.mark.parametrize("image_id", ["../x", "/abs/path", "a/b", "..", "a\\b"])
@@ -209,6 +228,7 @@ def _cli(*args, **kwargs):
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_killed_predict_resumes_with_skip_existing(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -229,6 +249,7 @@ def test_killed_predict_resumes_with_skip_existing(tmp_path):
     proc.wait(timeout=30)
     finished = sorted(p.name for p in out.glob("*.tif"))
     assert 0 < len(finished) < 21
+    complete = [n for n in finished if (out / f"{n[:-4]}_overlay.png").is_file()]  # what a rerun skips
     assert not (tmp_path / "out.csv").exists()  # the CSV only appears complete
     for name in finished:  # every visible output is complete
         np.testing.assert_array_equal(read_label_image(out / name), read_label_image(full / name))
@@ -236,7 +257,8 @@ def test_killed_predict_resumes_with_skip_existing(tmp_path):
     again = _cli("predict", inputs, "-o", out, "--rle", tmp_path / "out.csv", "--skip-existing")
     stdout, stderr = again.communicate(timeout=300)
     assert again.returncode == 0, stderr
-    assert f"{len(finished) - 0} skipped" in stdout or "skipped" in stdout
+    assert f"{len(complete)} skipped (already done)" in stdout
+    assert f"{21 - len(complete)} images labeled" in stdout
     assert sorted(p.name for p in out.glob("*.tif")) == sorted(p.name for p in full.glob("*.tif"))
     for p in full.glob("*.tif"):
         np.testing.assert_array_equal(read_label_image(out / p.name), read_label_image(p))
@@ -250,6 +272,7 @@ def tiny_training(tmp_path, small_dsb):
     return ["train", small_dsb, "--features", "4,8", "--crop-size", 32, "--batch-size", 2, "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_resumable_state(tmp_path, tiny_training):
     out = tmp_path / "m.pt"
     proc = _cli(*tiny_training, "--out", out, "--steps", 100000, "--val-every", 1)
@@ -271,12 +294,13 @@ def test_sigterm_saves_resumable_state(tmp_path, tiny_training):
 
 
 def test_seed_makes_cpu_training_reproducible(tmp_path, small_dsb):
-    from nucleiseg.train import TrainConfig, train
+    from nucleiseg.training.config import TrainConfig
+    from nucleiseg.training.loop import train
 
     states = []
     for run in ("a", "b"):
         cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=3, val_every=3, seed=7)
-        train(small_dsb, tmp_path / f"{run}.pt", cfg, torch.device("cpu"), log=lambda m: None)
+        train(small_dsb, tmp_path / f"{run}.pt", cfg, torch.device("cpu"))
         states.append(torch.load(tmp_path / f"{run}.pt.resume.pt", weights_only=True)["model"])
     for k in states[0]:
         torch.testing.assert_close(states[0][k], states[1][k], rtol=0, atol=0)
@@ -284,7 +308,8 @@ def test_seed_makes_cpu_training_reproducible(tmp_path, small_dsb):
 
 def test_non_finite_loss_names_the_images(tmp_path, small_dsb):
     from nucleiseg.data.convert import convert_dsb2018
-    from nucleiseg.train import TrainConfig, train
+    from nucleiseg.training.config import TrainConfig
+    from nucleiseg.training.loop import train
 
     data = tmp_path / "conv"
     convert_dsb2018(small_dsb, data)
@@ -295,7 +320,7 @@ def test_non_finite_loss_names_the_images(tmp_path, small_dsb):
         np.savez(path, **arrays)
     cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=3, val_every=3)
     with pytest.raises(NucleisegError, match="non-finite loss at step 0 on images .*[0-9a-f]{64}"):
-        train(data, tmp_path / "m.pt", cfg, torch.device("cpu"), log=lambda m: None)
+        train(data, tmp_path / "m.pt", cfg, torch.device("cpu"))
 
 
 def test_channel_selection(tmp_path):
@@ -317,7 +342,7 @@ def test_channel_selection(tmp_path):
 
 
 def test_png_labels_beyond_16_bit_are_refused_with_our_error(tmp_path):
-    from nucleiseg.data.images import write_label_png
+    from nucleiseg.io import write_label_png
 
     labels = np.zeros((3, 3), np.uint32)
     labels[0, 0] = 70000

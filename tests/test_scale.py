@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from nucleiseg.batch import PredictOptions, predict_files
-from nucleiseg.blockwise import block_edges, nuclei_cut_at_borders, predict_blockwise
-from nucleiseg.checkpoint import load_model
 from nucleiseg.data.images import read_image, read_label_image
 from nucleiseg.data.sources import bundled_samples_dir
+from nucleiseg.inference.batch import predict_files
+from nucleiseg.inference.blockwise import block_edges, nuclei_cut_at_borders, predict_blockwise
+from nucleiseg.inference.predictor import PredictOptions, Predictor
 from nucleiseg.metrics import dsb_score, matching_table
-from nucleiseg.predict import Predictor
+from nucleiseg.model.file import read_model_file
 
 CROWDED = "4596961c789d"  # 520 x 696 fluorescence, 133 nuclei
 
@@ -35,7 +35,7 @@ def _sample(prefix: str) -> Path:
 def crops_dataset(tmp_path_factory) -> Path:
     """A 'nucleiseg convert'-style folder of 12 crops of a real crowded image (not DSB2018 ids,
     so the stratified rule holds 2 of them out for validation)."""
-    from nucleiseg.targets import class_map
+    from nucleiseg.targets.border import class_map
 
     root = tmp_path_factory.mktemp("crops")
     (root / "train").mkdir()
@@ -58,44 +58,50 @@ def _torchrun(nproc: int, *args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo_then_resume_on_one(tmp_path, crops_dataset):
-    from nucleiseg.train import Predictor as TrainPredictor
-    from nucleiseg.train import evaluate, load_samples, split_samples
-    from nucleiseg.model import UNet, UNetConfig
+    """Two gloo processes with an EMA of the weights: the validation score gathered from both ranks
+    is the score of the saved (rank 0's) averaged weights on all validation images; then the
+    2-process state resumes in one process."""
+    from nucleiseg.model.config import UNetConfig
+    from nucleiseg.model.unet import UNet
     from nucleiseg.postprocess import WatershedParams
+    from nucleiseg.training.samples import load_samples, split_samples
+    from nucleiseg.training.validation import image_scores
 
     out = tmp_path / "m.pt"
-    common = ["--out", out, "--features", "4,8,16", "--crop-size", 48, "--batch-size", 2, "--device", "cpu",
-              "--no-tune"]
-    proc = _torchrun(2, crops_dataset, *common, "--steps", 4, "--val-every", 2, cwd=tmp_path)
+    common = ["--out", out, "--features", "4,8,16", "--crop-size", 48, "--batch-size", 4, "--device", "cpu",
+              "--no-tune", "--lr", 0.01, "--ema", 0.9]
+    proc = _torchrun(2, crops_dataset, *common, "--steps", 100, "--val-every", 100, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 processes (DistributedDataParallel, batch 2 each)" in proc.stderr
+    assert "2 processes (DistributedDataParallel, batch 4 each)" in proc.stderr
     assert proc.stdout.count("wrote") == 1  # rank 0 alone reports
-    model, config = load_model(out)
-    assert config["training"]["processes"] == 2
+    model, config = read_model_file(out)
+    assert config.training["processes"] == 2 and config.training["ema"] == 0.9
     labels = Predictor(model, config, torch.device("cpu")).predict(read_image(_sample(CROWDED)))
     assert labels.shape == (520, 696)
     state = torch.load(tmp_path / "m.pt.resume.pt", weights_only=True)
-    assert state["step"] == 4 and "module." not in next(iter(state["model"]))
-    # the validation score gathered from both ranks is the score of rank 0's weights on all images
+    assert state["step"] == 100 and "module." not in next(iter(state["model"]))
     _, val = split_samples(load_samples(crops_dataset, 2, 1.0, 99.8))
     assert len(val) == 2
     net = UNet(UNetConfig(1, 3, (4, 8, 16)))
-    net.load_state_dict(state["model"])
-    score = evaluate(TrainPredictor(net, config, torch.device("cpu"), channels_last=False), val, WatershedParams())[0]
-    assert state["history"][-1]["val_score"] == pytest.approx(score, abs=1e-12)
+    net.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")})
+    predictor = Predictor(net, config, torch.device("cpu"), channels_last=False)
+    scores = image_scores((predictor.probabilities_of_normalized(s.image) for s in val), val, WatershedParams())
+    assert min(v for _, v in scores) > 0  # both ranks' images have a score that depends on the weights
+    assert state["history"][-1]["val_score"] == pytest.approx(np.mean([v for _, v in scores]), abs=1e-12)
     # a 2-process checkpoint resumes in one process
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "nucleiseg", "-q", "train", str(crops_dataset), *map(str, common),
-                           "--steps", "6", "--val-every", "2", "--resume"], cwd=tmp_path, env=env,
+                           "--steps", "102", "--val-every", "2", "--resume"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from" in proc.stderr and "at step 4" in proc.stderr
-    assert torch.load(tmp_path / "m.pt.resume.pt", weights_only=True)["step"] == 6
+    assert "resumed from" in proc.stderr and "at step 100" in proc.stderr
+    assert torch.load(tmp_path / "m.pt.resume.pt", weights_only=True)["step"] == 102
 
 
 def test_rank_batches_are_disjoint_shares_of_one_weighted_draw():
-    from nucleiseg.ddp import DistContext, RankBatches
+    from nucleiseg.training.ddp import DistContext, RankBatches
 
     weights = np.array([0.1, 0.2, 0.3, 0.4])
     ranks = [RankBatches(weights, 3, DistContext(r, 2, r), seed=5) for r in range(2)]
@@ -123,12 +129,12 @@ def _same_outputs(out: Path, ref: Path, ids: list[str], name_of=lambda i: i) -> 
                                       read_label_image(ref / f"{name_of(image_id)}.tif"))
 
 
+@pytest.mark.slow
 def test_local_cluster_equals_single_process(tmp_path, reference_outputs):
-    from nucleiseg.cluster import connect, predict_on_cluster
+    from nucleiseg.inference.cluster import connect, predict_on_cluster
 
-    ws = load_model(None)[1]["watershed"]
     with connect(workers=2) as client:
-        results = predict_on_cluster(client, [bundled_samples_dir() / "images"], tmp_path / "out", None, ws,
+        results = predict_on_cluster(client, [bundled_samples_dir() / "images"], tmp_path / "out", None,
                                      PredictOptions(), rle_path=tmp_path / "sub.csv", device="cpu")
     ids = sorted(p.stem for p in (bundled_samples_dir() / "images").glob("*.png"))
     assert sorted(r.image_id for r in results if r.status == "done") == ids
@@ -136,8 +142,9 @@ def test_local_cluster_equals_single_process(tmp_path, reference_outputs):
     assert (tmp_path / "sub.csv").read_text() == (reference_outputs / "sub.csv").read_text()
 
 
+@pytest.mark.slow
 def test_killed_worker_loses_no_image(tmp_path, reference_outputs):
-    from nucleiseg.cluster import connect, predict_on_cluster
+    from nucleiseg.inference.cluster import connect, predict_on_cluster
 
     src = tmp_path / "in"
     src.mkdir()
@@ -147,7 +154,6 @@ def test_killed_worker_loses_no_image(tmp_path, reference_outputs):
             shutil.copy(p, src / f"c{k}_{p.name}")
             copies[f"c{k}_{p.stem}"] = p.stem
     out = tmp_path / "out"
-    ws = load_model(None)[1]["watershed"]
     killed = []
     with connect(workers=2) as client:
         pids = client.run(os.getpid)
@@ -162,7 +168,7 @@ def test_killed_worker_loses_no_image(tmp_path, reference_outputs):
 
         killer = threading.Thread(target=kill_one_after_first_output)
         killer.start()
-        results = predict_on_cluster(client, [src], out, None, ws, PredictOptions(), device="cpu")
+        results = predict_on_cluster(client, [src], out, None, PredictOptions(), device="cpu")
         killer.join()
     assert killed
     assert sorted(r.image_id for r in results if r.status == "done") == sorted(copies)
@@ -177,7 +183,9 @@ def test_blockwise_mosaic_equals_whole_image():
     predictor = Predictor.from_file(device="cpu")
     whole = predictor.predict(mosaic)
     blocks, stats = predict_blockwise(predictor, mosaic, block_size=384, halo=64)
-    assert stats["blocks"] == 12 and stats["truncated"] == 0
+    assert stats.blocks == 12 and stats.truncated == 0
+    present = np.unique(blocks[blocks > 0])
+    np.testing.assert_array_equal(present, np.arange(1, stats.nuclei + 1))  # 1..N, as predict() promises
     assert dsb_score(whole, blocks) >= 0.99
     # no nucleus cut in two: every whole-image nucleus crossing a block border is one block-wise
     # nucleus covering at least 90% of it
@@ -187,19 +195,81 @@ def test_blockwise_mosaic_equals_whole_image():
     assert matching_table(whole, blocks)[0].fn <= 2  # IoU > 0.5
 
 
+@pytest.mark.slow
 def test_cluster_reports_a_bad_file_and_goes_on(tmp_path):
-    from nucleiseg.cluster import connect, predict_on_cluster
+    from nucleiseg.inference.cluster import connect, predict_on_cluster
 
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(_sample("1c681dfa5cf7"), src / "good.png")
     (src / "empty.png").write_bytes(b"")
     with connect(workers=1) as client:
-        results = predict_on_cluster(client, [src], tmp_path / "out", None, load_model(None)[1]["watershed"],
-                                     PredictOptions(measure=True), rle_path=tmp_path / "sub.csv", device="cpu")
+        results = predict_on_cluster(client, [src], tmp_path / "out", None, PredictOptions(measure=True),
+                                     rle_path=tmp_path / "sub.csv", device="cpu")
     by_id = {r.image_id: r for r in results}
     assert by_id["good"].status == "done" and by_id["good"].n_nuclei > 10
     assert by_id["empty"].status == "failed" and "file is empty" in by_id["empty"].error
     assert (tmp_path / "out" / "good.tif").is_file() and not (tmp_path / "out" / "empty.tif").exists()
     assert (tmp_path / "sub.csv").read_text().count("good,") == by_id["good"].n_nuclei
     assert "good" in (tmp_path / "out" / "summary.csv").read_text()
+
+
+VALIDATE_ON_TWO_RANKS = """
+import json, sys
+import torch
+from nucleiseg.data.images import read_image, read_label_image
+from nucleiseg.data.sources import bundled_samples_dir
+from nucleiseg.data.split import modality
+from nucleiseg.inference.predictor import Predictor
+from nucleiseg.postprocess import WatershedParams
+from nucleiseg.targets.border import class_map
+from nucleiseg.training import ddp
+from nucleiseg.training.samples import Sample
+from nucleiseg.training.validation import validate
+
+ctx, device = ddp.init(torch.device("cpu"))
+predictor = Predictor.from_file(None, device, channels_last=False)
+if ctx.rank == 1:  # statistics of this rank's own batches, as a weight average has them
+    for module in predictor.model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean += 3.0
+samples = []
+for image_id in sys.argv[1:]:
+    image = read_image(bundled_samples_dir() / "images" / f"{image_id}.png")
+    labels = read_label_image(bundled_samples_dir() / "labels" / f"{image_id}.tif")
+    samples.append(Sample(image_id, predictor.normalize(image), class_map(labels), labels, modality(image)))
+print(json.dumps({"rank": ctx.rank, "score": validate(predictor, samples, WatershedParams(), ctx).score}))
+ddp.shutdown(ctx)
+"""
+
+
+@pytest.mark.slow
+def test_validation_scores_rank_0s_network_on_every_rank(tmp_path, sample_ids):
+    """Two gloo processes whose networks differ in their BatchNorm statistics: both return the
+    single-process score of rank 0's network over all the images (each rank scored half)."""
+    import json
+    import re
+
+    from nucleiseg.data.split import modality
+    from nucleiseg.postprocess import WatershedParams
+    from nucleiseg.targets.border import class_map
+    from nucleiseg.training.samples import Sample
+    from nucleiseg.training.validation import validate
+
+    ids = [i for i in sample_ids if i.startswith(("1c681dfa5cf7", "0a7d30b25235"))]
+    script = tmp_path / "validate.py"
+    script.write_text(VALIDATE_ON_TWO_RANKS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), *ids], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = [json.loads(m)["score"] for m in re.findall(r"\{[^}]*\}", proc.stdout)]  # ranks may share a line
+    predictor = Predictor.from_file(None, "cpu", channels_last=False)
+    samples = []
+    for image_id in ids:
+        image = read_image(bundled_samples_dir() / "images" / f"{image_id}.png")
+        labels = read_label_image(bundled_samples_dir() / "labels" / f"{image_id}.tif")
+        samples.append(Sample(image_id, predictor.normalize(image), class_map(labels), labels, modality(image)))
+    expected = validate(predictor, samples, WatershedParams()).score
+    assert expected > 0.3
+    assert scores == pytest.approx([expected, expected], abs=1e-12)

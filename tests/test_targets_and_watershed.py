@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from conftest import disk
 from nucleiseg.postprocess import WatershedParams, clean_labels, probabilities_to_labels
-from nucleiseg.targets import BORDER, class_map, contact_border, sigmoid_targets, softmax_targets
+from nucleiseg.targets.border import class_map, contact_border, sigmoid_targets, softmax_targets
 
 
 @pytest.fixture()

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from nucleiseg.augment import AUGMENT_LEVELS, elastic, sample_batch
 from nucleiseg.errors import NucleisegError
 from nucleiseg.postprocess import WatershedParams
-from nucleiseg.train import Sample, TrainConfig, min_area_candidates, score_probabilities, train, tune_watershed
+from nucleiseg.training.augment import AUGMENT_LEVELS, elastic, sample_batch
+from nucleiseg.training.config import TrainConfig
+from nucleiseg.training.loop import train
+from nucleiseg.training.samples import Sample
+from nucleiseg.training.validation import min_area_candidates, score_probabilities, tune_watershed
 
 
 def _stripes(h=48, w=48):
@@ -92,17 +95,17 @@ def test_tune_watershed_equals_brute_force():
         samples.append(_sample(labels))
     markers, masks, areas = (0.4, 0.6, 0.8), (0.3, 0.5), (0, 5, 30)
     best, score = tune_watershed(probs, samples, areas, markers, masks)
-    brute = max(score_probabilities(probs, samples, WatershedParams(m, k, a))[0]
+    brute = max(score_probabilities(probs, samples, WatershedParams(m, k, a)).score
                 for m in markers for k in masks for a in areas)
     assert score == pytest.approx(brute, abs=1e-12)
-    assert score_probabilities(probs, samples, best)[0] == pytest.approx(score, abs=1e-12)
+    assert score_probabilities(probs, samples, best).score == pytest.approx(score, abs=1e-12)
 
 
 def test_ema_weights_are_what_is_saved(tmp_path, small_dsb):
     cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=4, val_every=4, ema=0.5, tune=False,
                       sampling="uniform", augment="heavy", schedule="constant")
-    result = train(small_dsb, tmp_path / "m.pt", cfg, torch.device("cpu"), log=lambda m: None)
-    assert result["training"]["ema"] == 0.5 and result["watershed"] == WatershedParams().to_dict()
+    result = train(small_dsb, tmp_path / "m.pt", cfg, torch.device("cpu"))
+    assert result.training["ema"] == 0.5 and result.watershed == WatershedParams()
     state = torch.load(tmp_path / "m.pt.resume.pt", weights_only=True)
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
     weights = {k: v.float() for k, v in saved["state_dict"].items()}
@@ -116,19 +119,54 @@ def test_ema_weights_are_what_is_saved(tmp_path, small_dsb):
 def test_cli_tune_rewrites_watershed_values(tmp_path, small_dsb):
     from click.testing import CliRunner
 
-    from nucleiseg.checkpoint import load_model
     from nucleiseg.cli import main
-    from nucleiseg.train import MARKER_THRESHOLDS, MASK_THRESHOLDS
+    from nucleiseg.model.file import read_model_file
+    from nucleiseg.training.validation import MARKER_THRESHOLDS, MASK_THRESHOLDS
 
     out = tmp_path / "tuned.pt"
     result = CliRunner().invoke(main, ["-q", "tune", str(small_dsb), "-o", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    model, config = load_model(out)
-    ws = config["watershed"]
-    assert ws["marker_threshold"] in MARKER_THRESHOLDS and ws["mask_threshold"] in MASK_THRESHOLDS
-    assert ws["min_area"] in config["min_area_quantiles"].values()
-    v = config["validation"]
-    assert v["score"] >= v["score_default_watershed"] - 1e-12 and len(v["ids"]) == 1
-    bundled, _ = load_model(None)
+    model, config = read_model_file(out)
+    ws = config.watershed
+    assert ws.marker_threshold in MARKER_THRESHOLDS and ws.mask_threshold in MASK_THRESHOLDS
+    assert ws.min_area in config.min_area_quantiles.values()
+    v = config.validation
+    assert v.score >= v.score_default_watershed - 1e-12 and len(v.ids) == 1
+    bundled, _ = read_model_file(None)
     for a, b in zip(model.state_dict().values(), bundled.state_dict().values()):
         torch.testing.assert_close(a, b)  # same weights
+
+
+def test_train_leaves_the_callers_config_alone(tmp_path, small_dsb, monkeypatch):
+    """No budget given: the run takes the default epochs, recorded in the model file, while the
+    caller's (frozen) config still says None."""
+    import dataclasses
+
+    from nucleiseg.training import config as config_module
+
+    monkeypatch.setattr(config_module, "DEFAULT_EPOCHS", 1)  # one epoch of the 2 training images: 1 step
+    cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, val_every=1, tune=False)
+    result = train(small_dsb, tmp_path / "m.pt", cfg, torch.device("cpu"))
+    assert cfg.epochs is None and result.training["epochs"] == 1 and result.training["steps_done"] == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3
+
+
+def test_cli_train_options_come_from_train_config():
+    """Every TrainConfig field is a `train` option with the field's default and choices."""
+    import dataclasses
+
+    import click
+
+    from nucleiseg.cli import main
+    from nucleiseg.training.config import choices
+
+    params = {p.name: p for p in main.commands["train"].params}
+    for f in dataclasses.fields(TrainConfig):
+        option = params[f.name]
+        expected = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+        assert option.default == expected, f.name
+        if f.name in choices():
+            assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == choices()[f.name]
+        assert option.help, f.name  # documented in TrainConfig's docstring
+    assert "--no-tune" in params["tune"].secondary_opts  # the old spelling still works

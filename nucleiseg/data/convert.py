@@ -12,19 +12,19 @@ Every file is written atomically; an image that fails is reported and the rest g
 
 from __future__ import annotations
 
-import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import NucleisegError
-from ..targets import DEFAULT_BORDER_WIDTH, class_map
+from ..io import atomic_write, write_label_image, write_table
+from ..progress import Progress, no_progress
+from ..targets.border import DEFAULT_BORDER_WIDTH, class_map
 from .dsb2018 import iter_dsb2018, list_image_ids
-from .images import atomic_write, write_label_image
+from .images import read_label_image
 from .rle import write_submission
 from .split import modality
 
@@ -60,11 +60,11 @@ def convert_dsb2018(
     dst: str | os.PathLike,
     border_width: int = DEFAULT_BORDER_WIDTH,
     to_rle: str | os.PathLike | None = None,
-    progress: Callable[[Iterator, int], Iterator] = lambda it, total: it,
+    progress: Progress = no_progress,
 ) -> list[ConvertRow]:
     """Convert a DSB2018 root folder (see module docstring). Returns the report rows.
 
-    ``progress(iterable, total)`` may wrap the per-image loop (e.g. in a tqdm bar).
+    ``progress`` wraps the per-image loop (see :mod:`nucleiseg.progress`).
 
     Raises
     ------
@@ -75,7 +75,7 @@ def convert_dsb2018(
     rows: list[ConvertRow] = []
     converted: list[tuple[str, Path]] = []
     ids = list_image_ids(src)
-    for image_id, item in zip(ids, progress(iter_dsb2018(src, ids), len(ids))):
+    for image_id, item in zip(ids, progress(iter_dsb2018(src, ids), len(ids), "convert")):
         if isinstance(item, NucleisegError):
             rows.append(ConvertRow(image_id, "failed", defects=str(item)))
             continue
@@ -89,21 +89,10 @@ def convert_dsb2018(
         )
     write_report(dst / "report.csv", rows)
     if to_rle is not None:
-        from .images import read_label_image
-
         write_submission(to_rle, ((i, read_label_image(p)) for i, p in converted))
     return rows
 
 
 def write_report(path: Path, rows: list[ConvertRow]) -> None:
     """Write the conversion report CSV atomically."""
-    fields = list(ConvertRow.__dataclass_fields__)
-
-    def _write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(fields)
-            for row in rows:
-                writer.writerow([getattr(row, k) for k in fields])
-
-    atomic_write(path, _write)
+    write_table(path, [asdict(r) for r in rows], [f.name for f in fields(ConvertRow)])

@@ -1,6 +1,8 @@
 """The DSB2018 (Kaggle "Spot Nuclei") training layout, read into (image, label image) pairs.
 
-Layout (GUIDE section 1): ``<root>/<ImageId>/images/<ImageId>.png`` and
+Layout (Kaggle Data Science Bowl 2018 data page,
+https://www.kaggle.com/competitions/data-science-bowl-2018/data; Caicedo et al., Nature Methods
+16, 1247-1253, 2019): ``<root>/<ImageId>/images/<ImageId>.png`` and
 ``<root>/<ImageId>/masks/*.png``, one binary mask per nucleus. Each mask becomes one label
 (1..K, in sorted mask-file order) of an integer label image; 0 is background.
 

@@ -1,24 +1,20 @@
-"""Reading and writing images and label images, and the network's intensity normalisation.
+"""Reading microscopy images and label images as they are stored.
 
-Reading goes through OpenCV (PNG, JPEG, BMP) and tifffile (TIFF); writing label images
-goes through tifffile (uint16 TIFF, readable by Fiji and napari). Every write is atomic: the
-data goes to a temporary file in the destination folder, which is then renamed, so a killed
-job never leaves a half-written file that looks finished.
+Reading goes through OpenCV (PNG, JPEG, BMP; colour returned in RGB(A) order) and tifffile
+(TIFF: the first page, or a chosen page; planar (C, H, W) pages returned as (H, W, C)).
+Writing lives in :mod:`nucleiseg.io`; the network's normalisation in :mod:`nucleiseg.transforms`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 import tifffile
 
-from ..errors import ImageReadError, NucleisegError
+from ..errors import ImageReadError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
@@ -116,150 +112,3 @@ def read_label_image(path: str | os.PathLike) -> np.ndarray:
             raise ImageReadError(f"{path}: label image holds negative labels")
         labels = labels.astype(np.uint32 if labels.max(initial=0) > 65535 else np.uint16)
     return labels
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it.
-
-    The rename is atomic on POSIX file systems, so ``path`` either does not exist or is complete,
-    even if the process is killed while writing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
-def write_label_image(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write a label image as an uncompressed TIFF, atomically.
-
-    ``labels`` (H, W) integer, non-negative; stored as uint16 when the largest label fits,
-    else uint32 (both read by Fiji, napari, tifffile and imageio).
-    """
-    labels = np.asarray(labels)
-    dtype = np.uint16 if labels.max(initial=0) <= 65535 else np.uint32
-    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), photometric="minisblack"))
-
-
-def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write a label image as a 16-bit grayscale PNG, atomically.
-
-    Raises
-    ------
-    NucleisegError
-        if a label exceeds 65535 (PNG holds at most 16 bits; use TIFF), so a batch reports the
-        image and goes on.
-    """
-    labels = np.asarray(labels)
-    if labels.max(initial=0) > 65535:
-        raise NucleisegError(f"{path}: labels above 65535 do not fit a 16-bit PNG; write TIFF instead")
-    write_png(path, labels.astype(np.uint16))
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an (H, W) uint8/uint16 or (H, W, 3) uint8 RGB image as PNG, atomically."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-
-    def _write(tmp: Path) -> None:
-        ok, buf = cv2.imencode(".png", image)
-        if not ok:
-            raise OSError(f"{path}: PNG encoding failed")
-        buf.tofile(tmp)
-
-    atomic_write(path, _write)
-
-
-def to_gray_float(image: np.ndarray) -> np.ndarray:
-    """Collapse an image to one float32 channel: alpha dropped, colour channels averaged.
-
-    ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype -> (H, W) float32, same units.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3:
-        channels = image.shape[2]
-        if channels in (2, 4):  # gray + alpha or RGBA: drop alpha
-            image = image[:, :, : channels - 1]
-        image = image.astype(np.float32).mean(axis=2)
-    return image.astype(np.float32, copy=False)
-
-
-def normalize_image(image: np.ndarray, p_low: float = 1.0, p_high: float = 99.8) -> np.ndarray:
-    """The network's input normalisation: gray, percentile-stretched to [0, 1], nuclei bright.
-
-    The image is reduced to one channel (:func:`to_gray_float`), stretched so that the
-    ``p_low`` and ``p_high`` percentiles map to 0 and 1 (then clipped), and inverted when its
-    median is above 0.5, i.e. when the background is light (brightfield, H&E histology), so
-    that nuclei are bright on dark as in fluorescence images.
-
-    Parameters
-    ----------
-    image : (H, W) or (H, W, C) array, C in 1..4, uint8, uint16 or float.
-    p_low, p_high : percentiles (0..100) mapped to 0 and 1.
-
-    Returns
-    -------
-    (H, W) float32 in [0, 1]. A constant image gives all zeros.
-    """
-    return apply_normalization(image, normalization_params(image, p_low, p_high))
-
-
-def normalization_params(image: np.ndarray, p_low: float = 1.0, p_high: float = 99.8,
-                         max_pixels: int | None = None) -> tuple[float, float, bool]:
-    """(low, high, invert) of :func:`normalize_image` for ``image``, to apply block by block.
-
-    With ``max_pixels``, larger images are measured on a regular subsample (every s-th row and
-    column, s chosen so at most ``max_pixels`` pixels are read): exact for smaller images, and
-    for whole-slide images a percentile estimate that never loads more than one gray copy of
-    the subsample.
-    """
-    h, w = image.shape[:2]
-    step = 1 if not max_pixels or h * w <= max_pixels else int(np.ceil(np.sqrt(h * w / max_pixels)))
-    gray = to_gray_float(image[::step, ::step])
-    lo, hi = (float(v) for v in np.percentile(gray, [p_low, p_high]))
-    if hi <= lo:
-        return lo, hi, False
-    invert = bool(np.median(np.clip((gray - lo) / (hi - lo), 0.0, 1.0)) > 0.5)
-    return lo, hi, invert
-
-
-def apply_normalization(image: np.ndarray, params: tuple[float, float, bool]) -> np.ndarray:
-    """Gray, stretch ``(low, high)`` to [0, 1], clip, invert when asked: (H, W) float32."""
-    lo, hi, invert = params
-    gray = to_gray_float(image)
-    if hi <= lo:
-        return np.zeros_like(gray)
-    out = np.clip((gray - lo) / (hi - lo), 0.0, 1.0)
-    if invert:
-        out = 1.0 - out
-    return out.astype(np.float32)
-
-
-def image_to_rgb8(image: np.ndarray) -> np.ndarray:
-    """An 8-bit RGB view of any image for overlays: (H, W, 3) uint8, min-max stretched per image."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] in (2, 4):
-        image = image[:, :, : image.shape[2] - 1]
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    img = image.astype(np.float32)
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(img)
-    img = img.astype(np.uint8)
-    return np.stack([img] * 3, axis=-1) if img.ndim == 2 else img

@@ -1,8 +1,9 @@
 """Kaggle run-length encoding (RLE) of nuclei, and the submission / solution CSV files.
 
-Format (Kaggle DSB2018 evaluation page, GUIDE section 1): pixels are numbered from 1 in
-column-major order (top to bottom, then left to right: pixel (r, c) of an H x W image is
-c * H + r + 1); a mask is a space-separated list of ``start length`` pairs with ascending starts
+Format (Kaggle Data Science Bowl 2018 evaluation page,
+https://www.kaggle.com/competitions/data-science-bowl-2018/overview/evaluation): pixels are
+numbered from 1 in column-major order (top to bottom, then left to right: pixel (r, c) of an
+H x W image is c * H + r + 1); a mask is a space-separated list of ``start length`` pairs with ascending starts
 and runs that neither touch nor overlap. A submission CSV has the header
 ``ImageId,EncodedPixels`` and one row per nucleus; solution CSVs add ``Height,Width`` (and
 ``Usage``).
@@ -19,6 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import RLEError
+from ..io import atomic_write
 from .ids import check_image_id
 
 
@@ -126,8 +128,6 @@ def write_submission(path: str | os.PathLike, items: Iterable[tuple[str, np.ndar
     ``items``: (ImageId, (H, W) label image) pairs. An image with no nucleus gets one row with an
     empty EncodedPixels, as Kaggle expected.
     """
-    from .images import atomic_write
-
     rows = 0
 
     def _write(tmp: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import NucleisegError
+from ..io import is_side_output
 from .dsb2018 import image_path, is_dsb2018_root, list_image_ids, read_masks
 from .ids import check_image_id
 from .images import IMAGE_SUFFIXES, read_image, read_label_image
@@ -71,7 +72,7 @@ class LabelSource:
             self.kind = "folder"
             self._files = {}
             for p in sorted(self.path.iterdir()):
-                if p.is_file() and p.suffix.lower() in (".tif", ".tiff", ".png") and not p.stem.endswith("_overlay"):
+                if p.is_file() and p.suffix.lower() in (".tif", ".tiff", ".png") and not is_side_output(p.name):
                     self._files.setdefault(p.stem, p)
             self._ids = sorted(self._files)
         else:

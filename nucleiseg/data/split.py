@@ -22,6 +22,8 @@ from importlib import resources
 
 import numpy as np
 
+from ..transforms import drop_alpha, to_gray_float
+
 MODALITIES = ("fluorescence", "brightfield", "histology")
 
 
@@ -30,17 +32,12 @@ def modality(image: np.ndarray) -> str:
 
     ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype.
     """
-    img = np.asarray(image).astype(np.float32)
-    if img.ndim == 3 and img.shape[2] >= 3:
-        rgb = img[:, :, :3]
-        scale = 255.0 / max(float(rgb.max()), 1.0) if rgb.max() > 255 else 1.0
-        if float((rgb.max(axis=2) - rgb.min(axis=2)).mean()) * scale > 12.0:
+    img = drop_alpha(image).astype(np.float32)
+    if img.ndim == 3:
+        scale = 255.0 / max(float(img.max()), 1.0) if img.max() > 255 else 1.0
+        if float((img.max(axis=2) - img.min(axis=2)).mean()) * scale > 12.0:
             return "histology"
-        gray = rgb.mean(axis=2)
-    elif img.ndim == 3:
-        gray = img[:, :, 0]
-    else:
-        gray = img
+    gray = to_gray_float(img)
     lo, hi = float(gray.min()), float(gray.max())
     if hi > lo and (float(np.median(gray)) - lo) / (hi - lo) > 0.5:
         return "brightfield"

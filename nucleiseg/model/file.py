@@ -1,12 +1,10 @@
-"""Model files: the U-Net weights plus everything needed to rebuild it and its pre-processing.
+"""Model files: the U-Net weights plus the :class:`~nucleiseg.model.config.ModelConfig`.
 
 A model file is a ``torch.save`` of a dict holding only tensors and plain data (str, int,
 float, list, dict), read back with ``torch.load(..., weights_only=True)``, so loading a model
 never unpickles arbitrary objects::
 
-    {"format": "nucleiseg-model", "version": 1,
-     "config": {"unet": {...}, "normalization": {...}, "watershed": {...}, "border_width": int,
-                "training": {...}, "validation": {...}},
+    {"format": "nucleiseg-model", "version": 1, "config": ModelConfig.to_dict(),
      "state_dict": {name: tensor}}
 
 Weights are stored as float16 to keep the bundled model small and loaded back as float32.
@@ -18,15 +16,24 @@ import io
 import os
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from .data.images import atomic_write
-from .errors import ModelFileError
-from .model import UNet, UNetConfig
+from ..errors import ModelFileError
+from ..io import atomic_write
+from .config import ModelConfig
+from .unet import UNet
 
 FORMAT = "nucleiseg-model"
 VERSION = 1
+
+
+class ModelFile(NamedTuple):
+    """A model file read back: the eval-mode network and its configuration."""
+
+    model: UNet
+    config: ModelConfig
 
 
 def bundled_model_path() -> Path:
@@ -34,11 +41,14 @@ def bundled_model_path() -> Path:
     return Path(str(resources.files("nucleiseg").joinpath("models", "default.pt")))
 
 
-def save_model(path: str | os.PathLike, model: UNet, config: dict, half: bool = True) -> None:
-    """Write a model file atomically. ``config`` is plain data (see module docstring)."""
+def save_model_file(path: str | os.PathLike, model: UNet, config: ModelConfig, half: bool = True) -> None:
+    """Write ``model``'s weights and ``config`` (its ``unet`` entry taken from the model) atomically.
+
+    ``half`` stores floating-point weights as float16.
+    """
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
              for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "version": VERSION, "config": {**config, "unet": model.config.to_dict()},
+    payload = {"format": FORMAT, "version": VERSION, "config": config.replace(unet=model.config).to_dict(),
                "state_dict": state}
 
     def _write(tmp: Path) -> None:
@@ -49,23 +59,24 @@ def save_model(path: str | os.PathLike, model: UNet, config: dict, half: bool = 
     atomic_write(path, _write)
 
 
-def load_model(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
-    """Load a model file into an eval-mode :class:`UNet` on ``device``.
+def read_model_file(path: str | os.PathLike | None = None, device: torch.device | str = "cpu") -> ModelFile:
+    """Read a model file into an eval-mode :class:`UNet` on ``device`` and its configuration.
 
     Parameters
     ----------
-    path : model file; None loads the bundled model.
+    path : model file; None reads the bundled model.
     device : torch device for the weights.
 
     Returns
     -------
-    (model, config) where config is the plain-data dict stored with the weights.
+    :class:`ModelFile` (model, config).
 
     Raises
     ------
     ModelFileError
         if the file is missing, not a torch file, holds anything but tensors and plain data
-        (e.g. a crafted pickle), is not a nucleiseg model, or its weights do not fit its config.
+        (e.g. a crafted pickle), is not a nucleiseg model, has an invalid configuration, or its
+        weights do not fit its configuration.
     """
     path = Path(path) if path is not None else bundled_model_path()
     if not path.is_file():
@@ -79,12 +90,14 @@ def load_model(path: str | os.PathLike | None = None, device: torch.device | str
         raise ModelFileError(f"{path}: not a nucleiseg model file (missing format '{FORMAT}')")
     if payload.get("version") != VERSION:
         raise ModelFileError(f"{path}: model file version {payload.get('version')} is not supported (need {VERSION})")
-    config = payload.get("config") or {}
     try:
-        unet_config = UNetConfig.from_dict(config["unet"])
-        model = UNet(unet_config)
+        config = ModelConfig.from_dict(payload.get("config") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: invalid model configuration ({type(exc).__name__}: {exc})") from None
+    try:
+        model = UNet(config.unet)
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         model.load_state_dict(state, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise ModelFileError(f"{path}: weights do not match the stored U-Net config ({exc})") from None
-    return model.to(device).eval(), config
+    return ModelFile(model.to(device).eval(), config)

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .labels import check_label_image
+from ..labels import check_label_image
 
 _INF = np.inf
 

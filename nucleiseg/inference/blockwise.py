@@ -1,8 +1,8 @@
 """Block-wise prediction of one huge image (a whole-slide scan) with bounded memory.
 
-The image is cut into blocks with ``dask.array`` and each block is extended by a ``halo`` of
-its neighbours' pixels (``dask.array.overlap.overlap``, no padding at the image edges). Every
-extended block is normalised with the whole image's percentiles (estimated once on a
+The image is cut into blocks (:func:`block_edges`) and each block is extended by a ``halo`` of
+its neighbours' pixels (no padding at the image edges: a block on the image border has no halo
+there). Every extended block is normalised with the whole image's percentiles (estimated once on a
 subsample), run through the network (overlap-tile inside the block) and the watershed. A block
 then keeps only the nuclei it *owns*, those whose centroid lies in its core (the block without
 halo), each whole as it was segmented with the halo's context. A nucleus cut by a block border
@@ -10,6 +10,10 @@ is therefore segmented whole by the block that owns it and discarded by its neig
 stitched from pieces, as long as it is smaller than the halo (default 128 px; DSB2018 nuclei are
 at most about 100 px across). This is the ownership rule of StarDist's ``predict_instances_big``
 rather than Cellpose's label linking across faces: no merge step can join two touching nuclei.
+
+Nuclei are numbered 1..N in block raster order with no gap (a nucleus all of whose pixels a
+neighbour's nucleus already holds is not counted), as :meth:`Predictor.predict
+<nucleiseg.inference.predictor.Predictor.predict>` promises.
 
 Memory: the image, the output label image (which may be a memory-mapped file, see
 :func:`predict_blockwise`), and one extended block's probabilities (3 x (block + 2 halo)^2
@@ -19,13 +23,14 @@ float32, about 63 MB for the default 2048 px blocks).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
-from .data.images import apply_normalization, normalization_params
-from .postprocess import probabilities_to_labels
+from ..postprocess import WatershedParams, probabilities_to_labels
+from ..progress import Progress, no_progress
+from ..transforms import apply_normalization, normalization_params
 
 DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_HALO = 128
@@ -88,70 +93,78 @@ def owned_objects(labels: np.ndarray, origin: tuple[int, int], core: tuple[int, 
     return out
 
 
+class BlockwiseStats(NamedTuple):
+    """What a block-wise prediction did: blocks run, nuclei kept, and nuclei larger than the halo
+    that touched its outer edge (segmented from what their block could see)."""
+
+    blocks: int
+    nuclei: int
+    truncated: int
+
+
+def extended_block(edges: tuple[list[int], list[int]], i: int, j: int, halo: int,
+                   shape: tuple[int, int]) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(core, extended) of block (i, j): global (r0, r1, c0, c1) half-open boxes; the extended box
+    is the core grown by ``halo`` pixels, clipped to the image of ``shape`` (H, W)."""
+    rows, cols = edges
+    core = (rows[i], rows[i + 1], cols[j], cols[j + 1])
+    return core, (max(core[0] - halo, 0), min(core[1] + halo, shape[0]),
+                  max(core[2] - halo, 0), min(core[3] + halo, shape[1]))
+
+
 def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE, halo: int = DEFAULT_HALO,
-                      tta: bool = False, out: np.ndarray | None = None,
-                      progress: Callable[[Iterable], Iterator] = iter) -> tuple[np.ndarray, dict]:
+                      watershed: WatershedParams | None = None, tta: bool = False, out: np.ndarray | None = None,
+                      progress: Progress = no_progress) -> tuple[np.ndarray, BlockwiseStats]:
     """Label image of a huge ``image``, predicted block by block (see the module docstring).
 
     Parameters
     ----------
-    predictor : :class:`nucleiseg.predict.Predictor` (its normalisation percentiles, watershed
-        values and tile size are used).
+    predictor : :class:`nucleiseg.inference.predictor.Predictor` (its normalisation, tile size
+        and, when ``watershed`` is None, its watershed values are used).
     image : (H, W) or (H, W, C) array, any size; a NumPy array or a memory-mapped one.
     block_size, halo : pixels; blocks are at most ``block_size`` (rounded to the U-Net's pooling
         grid, 2**depth) and at least ``halo`` wide; the halo is rounded up to that grid.
+    watershed : post-processing values; None uses the predictor's.
+    tta : average the 8 dihedral transforms.
     out : optional (H, W) uint32 array to write into (e.g. ``tifffile.memmap``), zeroed first.
+    progress : wraps the loop over blocks (see :mod:`nucleiseg.progress`).
 
     Returns
     -------
-    (labels, stats): (H, W) uint32 label image, nuclei numbered in block raster order (a label
-    may be missing when a neighbour's nucleus already held all its pixels); stats
-    ``{"blocks", "nuclei", "truncated"}`` (truncated = nuclei larger than the halo that touched
-    its outer edge, segmented from what the block could see).
+    (labels, stats): (H, W) uint32 label image, 0 = background, nuclei 1..N in block raster
+    order with no gap; :class:`BlockwiseStats`.
 
     Raises
     ------
     ValueError
         if ``block_size`` is not more than twice ``halo``.
     """
-    import dask
-    import dask.array as da
-
     if halo < 0 or block_size <= 2 * halo:
         raise ValueError(f"block_size ({block_size}) must exceed twice the halo ({halo})")
-    m = 2 ** getattr(predictor.model, "depth", 0)
+    watershed = watershed or predictor.watershed
+    m = predictor.pooling_multiple
     halo = -(-halo // m) * m  # a multiple of the pooling grid (see block_edges)
     h, w = image.shape[:2]
-    rows, cols = block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)
-    chunks = (tuple(np.diff(rows)), tuple(np.diff(cols))) + ((image.shape[2],) if image.ndim == 3 else ())
-    array = da.from_array(image, chunks=chunks)
-    depth = {0: halo, 1: halo} | ({2: 0} if image.ndim == 3 else {})
-    extended = da.overlap.overlap(array, depth=depth, boundary="none")
-    blocks = extended.to_delayed()
-    if image.ndim == 3:
-        blocks = blocks[..., 0]
-    params = normalization_params(image, predictor.p_low, predictor.p_high, max_pixels=4_000_000)
-
-    def segment(block: np.ndarray, origin: tuple[int, int], core: tuple[int, int, int, int]) -> BlockObjects:
-        probs = predictor.probabilities_of_normalized(apply_normalization(block, params), tta=tta)
-        return owned_objects(probabilities_to_labels(probs, predictor.watershed), origin, core, (h, w))
-
+    edges = block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)
+    norm = predictor.config.normalization
+    params = normalization_params(image, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
     labels[...] = 0
-    stats = {"blocks": 0, "nuclei": 0, "truncated": 0}
-    grid = [(i, j) for i in range(len(rows) - 1) for j in range(len(cols) - 1)]
-    for i, j in progress(grid):
-        origin = (max(rows[i] - halo, 0), max(cols[j] - halo, 0))
-        core = (rows[i], rows[i + 1], cols[j], cols[j + 1])
-        task = dask.delayed(segment)(blocks[i, j], origin, core)
-        objects = task.compute(scheduler="sync")  # one block at a time: bounded memory
+    blocks = nuclei = truncated = 0
+    grid = [(i, j) for i in range(len(edges[0]) - 1) for j in range(len(edges[1]) - 1)]
+    for i, j in progress(grid, len(grid), "blocks"):
+        core, (r0, r1, c0, c1) = extended_block(edges, i, j, halo, (h, w))
+        probs = predictor.probabilities_of_normalized(apply_normalization(image[r0:r1, c0:c1], params), tta=tta)
+        objects = owned_objects(probabilities_to_labels(probs, watershed), (r0, c0), core, (h, w))
         for (r, c), mask in zip(objects.origins, objects.masks):
-            stats["nuclei"] += 1
             view = labels[r : r + mask.shape[0], c : c + mask.shape[1]]
-            view[mask & (view == 0)] = stats["nuclei"]  # a neighbour's nucleus keeps pixels it already has
-        stats["blocks"] += 1
-        stats["truncated"] += objects.truncated
-    return labels, stats
+            free = mask & (view == 0)  # a neighbour's nucleus keeps the pixels it already has
+            if free.any():
+                nuclei += 1
+                view[free] = nuclei
+        blocks += 1
+        truncated += objects.truncated
+    return labels, BlockwiseStats(blocks, nuclei, truncated)
 
 
 def nuclei_cut_at_borders(reference: np.ndarray, labels: np.ndarray, rows: list[int], cols: list[int],

@@ -3,7 +3,7 @@
     w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2))
 
 d1, d2: distances from x to the nearest and second-nearest nucleus
-(:func:`nucleiseg.distance.two_nearest_distances`). The border term is applied on background
+(:func:`nucleiseg.targets.distance.two_nearest_distances`). The border term is applied on background
 pixels only and is 0 with fewer than two nuclei. It is below ``w0 * 1e-7`` once
 d1 + d2 > 6 sigma, so the distances are only needed up to 6 sigma: the map is exact there and
 the term is set to 0 beyond.
@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .distance import chunk_distances, merge_pair
-from .labels import check_label_image
+from ..labels import check_label_image
 
 
 def class_balance_weights(labels: np.ndarray) -> tuple[float, float]:

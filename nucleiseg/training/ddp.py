@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistContext:
     """Where this process stands: rank 0 of 1 when not distributed."""
 
@@ -42,6 +42,10 @@ class DistContext:
         return self.rank == 0
 
 
+#: The context of a plain (not distributed) run.
+SINGLE_PROCESS = DistContext()
+
+
 def launched_by_torchrun() -> bool:
     """True when ``torchrun`` (or another launcher) set WORLD_SIZE > 1 for this process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -51,7 +55,7 @@ def init(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the process group when launched by torchrun: NCCL on CUDA (one GPU per local rank),
     gloo on CPU. Returns the context and the device this rank trains on."""
     if not launched_by_torchrun():
-        return DistContext(), device
+        return SINGLE_PROCESS, device
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if device.type == "cuda":
         device = torch.device("cuda", local)
@@ -74,6 +78,26 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def wrap(model: torch.nn.Module, ctx: DistContext, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` (with SyncBatchNorm when asked) when distributed;
+    ``model`` itself otherwise."""
+    if not ctx.active:
+        return model
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def broadcast_state(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's parameters and buffers of ``module`` to every rank (a no-op when alone), so
+    that all ranks evaluate the same network; BatchNorm statistics otherwise differ per rank."""
+    if not ctx.active:
+        return
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.data, 0)
 
 
 def gather(values: list, ctx: DistContext) -> list:

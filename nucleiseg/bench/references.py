@@ -1,5 +1,5 @@
-"""Reference implementations, used only to check our results and to time against (tests and
-``nucleiseg bench``); never called by the pipeline.
+"""Reference implementations, used only to check our results and to time against
+(``nucleiseg bench`` and the tests); never called by the pipeline.
 
 - :func:`unet_weight_map_reference`: the common implementation of the U-Net weight map
   (one full SciPy EDT per nucleus, then a sort over the (H, W, K) stack): O(K H W) time and memory.

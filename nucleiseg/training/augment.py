@@ -10,14 +10,22 @@ Levels (``augment=``):
   displacement field, up to about 4 px) and a Gaussian blur (sigma 0.5..1.5 px).
 
 Colour, grayscale and inversion need no augmentation here: every image is reduced to one gray
-channel and inverted when its background is light (:func:`nucleiseg.data.images.normalize_image`)
+channel and inverted when its background is light (:func:`nucleiseg.transforms.normalize_image`)
 before training and prediction alike.
 """
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import cv2
 import numpy as np
+
+from ..transforms import dihedral, pad_to_shape
+
+AugmentLevel = Literal["none", "flips", "full", "heavy"]
+AUGMENT_LEVELS: tuple[str, ...] = typing.get_args(AugmentLevel)
 
 
 def random_crop(
@@ -27,16 +35,12 @@ def random_crop(
 
     Half the time the crop covers ``size / s`` pixels of the source, ``s`` drawn from
     ``scale_range``, resized to ``size``: linear for float arrays, nearest for integer ones.
-    Arrays smaller than the window are mirror-padded.
+    Arrays smaller than the window are padded (:func:`nucleiseg.transforms.pad_to_shape`).
     """
     scale = rng.uniform(*scale_range) if rng.random() < 0.5 else 1.0
     win = max(8, int(round(size / scale)))
+    arrays = [pad_to_shape(a, (win, win)) for a in arrays]
     h, w = arrays[0].shape
-    if h < win or w < win:
-        ph, pw = max(0, win - h), max(0, win - w)
-        mode = "reflect" if (ph < h and pw < w) else "edge"
-        arrays = [np.pad(a, ((0, ph), (0, pw)), mode=mode) for a in arrays]
-        h, w = arrays[0].shape
     r = int(rng.integers(0, h - win + 1))
     c = int(rng.integers(0, w - win + 1))
     out = [a[r : r + win, c : c + win] for a in arrays]
@@ -46,19 +50,6 @@ def random_crop(
     return out
 
 
-def dihedral(array: np.ndarray, k: int) -> np.ndarray:
-    """The k-th of the 8 dihedral transforms (k in 0..7) of the last two axes."""
-    out = np.rot90(array, k % 4, axes=(-2, -1))
-    return out[..., ::-1] if k >= 4 else out
-
-
-def dihedral_inverse(array: np.ndarray, k: int) -> np.ndarray:
-    """Undo :func:`dihedral` with the same k."""
-    if k >= 4:
-        array = array[..., ::-1]
-    return np.rot90(array, -(k % 4), axes=(-2, -1))
-
-
 def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random gamma (0.7..1.5), contrast (0.75..1.25), brightness (-0.1..0.1) and noise (sigma <= 0.03)."""
     x = np.clip(image, 0.0, 1.0) ** rng.uniform(0.7, 1.5)
@@ -66,9 +57,6 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         x = x + rng.normal(0.0, rng.uniform(0.0, 0.03), size=x.shape)
     return x.astype(np.float32)
-
-
-AUGMENT_LEVELS = ("none", "flips", "full", "heavy")
 
 
 def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4.0, grid: int = 4) -> list[np.ndarray]:
@@ -93,7 +81,7 @@ def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4
 
 def sample_batch(
     images: list[np.ndarray], classes: list[np.ndarray], probabilities: np.ndarray, batch_size: int, crop_size: int,
-    rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None, augment: str = "full",
+    rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None, augment: AugmentLevel = "full",
     idx: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Draw a batch: images chosen with ``probabilities`` (or the given indices ``idx``), each

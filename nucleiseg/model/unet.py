@@ -2,36 +2,20 @@
 
 Each level has two 3x3 convolutions with BatchNorm and ReLU; 2x2 max pooling goes down, a
 2x2 transposed convolution goes up, skips are concatenated, and a 1x1 convolution gives the
-logits. The network is defined by its tuple of feature widths (as MONAI's BasicUNet): depth is
-``len(features) - 1`` poolings. Inputs of any size are mirror-padded to a multiple of
-``2**depth`` and the logits cropped back.
+logits. The network is defined by its tuple of feature widths (as MONAI's BasicUNet,
+``monai/networks/nets/basic_unet.py``): depth is ``len(features) - 1`` poolings. Inputs of any
+size are padded to a multiple of ``2**depth`` (mirrored where possible, the rule of
+:mod:`nucleiseg.transforms`) and the logits cropped back.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class UNetConfig:
-    """Everything needed to rebuild a :class:`UNet` (stored in model files as plain data)."""
-
-    in_channels: int = 1
-    out_channels: int = 3
-    features: tuple[int, ...] = (16, 32, 64, 128, 256)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["features"] = list(self.features)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        return cls(int(d["in_channels"]), int(d["out_channels"]), tuple(int(f) for f in d["features"]))
+from ..transforms import can_mirror, padding_to_multiple
+from .config import UNetConfig
 
 
 class DoubleConv(nn.Sequential):
@@ -63,16 +47,14 @@ class Up(nn.Module):
 class UNet(nn.Module):
     """U-Net mapping (N, in_channels, H, W) float images to (N, out_channels, H, W) logits.
 
-    Any H, W >= 1: the input is mirror-padded (replicate-padded where it is too small to
-    mirror) to a multiple of ``2**depth`` and the logits are cropped back.
+    Any H, W >= 1: the input is mirror-padded (edge-padded where it is too small to mirror) to a
+    multiple of ``2**depth`` and the logits are cropped back.
     """
 
     def __init__(self, config: UNetConfig | None = None):
         super().__init__()
         self.config = config or UNetConfig()
         f = self.config.features
-        if len(f) < 2:
-            raise ValueError("a U-Net needs at least two feature widths (one pooling)")
         self.inc = DoubleConv(self.config.in_channels, f[0])
         self.downs = nn.ModuleList(DoubleConv(f[i], f[i + 1]) for i in range(len(f) - 1))
         self.ups = nn.ModuleList(Up(f[i + 1], f[i], f[i]) for i in reversed(range(len(f) - 1)))
@@ -80,15 +62,14 @@ class UNet(nn.Module):
 
     @property
     def depth(self) -> int:
-        return len(self.config.features) - 1
+        """Number of 2x2 poolings."""
+        return self.config.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = 2**self.depth
-        ph, pw = (-h) % m, (-w) % m
+        ph, pw = padding_to_multiple((h, w), 2**self.depth)
         if ph or pw:
-            mode = "reflect" if (ph < h and pw < w) else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if can_mirror((h, w), (ph, pw)) else "replicate")
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(F.max_pool2d(skips[-1], 2)))

@@ -1,11 +1,11 @@
 """Training targets from a label image: the contact border and the 2- and 3-channel masks.
 
-Source: the DSB2018 winning solution (selimsef/dsb2018_topcoders, GUIDE section 3): "3 channels
-masks for networks with softmax activation i.e. (mask - border, border, 1 - mask - border)",
-"2 channels masks for networks with sigmoid activation i.e. (mask - border, border)" and
-"2 channels full masks i.e. (mask, border)". The border is the contact zone: pixels within
-``border_width`` pixels of two or more different nuclei, so an isolated nucleus has no border
-and touching nuclei are cut apart by it.
+Source: the DSB2018 winning solution (ods.ai topcoders, https://github.com/selimsef/dsb2018_topcoders,
+its README): "3 channels masks for networks with softmax activation i.e. (mask - border, border,
+1 - mask - border)", "2 channels masks for networks with sigmoid activation i.e. (mask - border,
+border)" and "2 channels full masks i.e. (mask, border)". The border is the contact zone: pixels
+within ``border_width`` pixels of two or more different nuclei, so an isolated nucleus has no
+border and touching nuclei are cut apart by it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .labels import check_label_image
+from ..labels import check_label_image
 
 #: Default border width in pixels (radius of the disk around a pixel that must see two nuclei).
 DEFAULT_BORDER_WIDTH = 2

@@ -1,0 +1,84 @@
+"""Shared by the benchmarks: the machine line, best-of timing, JSON output, and the labeled
+images a benchmark runs on."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from ..data.dsb2018 import image_path, is_dsb2018_root
+from ..data.images import IMAGE_SUFFIXES
+from ..data.sources import LabelSource, bundled_samples_dir
+
+
+def machine() -> str:
+    """One line naming this machine: CPU model, cores used, Python and library versions."""
+    import numba
+    import scipy
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores (numba threads {numba.get_num_threads()}), Python "
+            f"{platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}, numba {numba.__version__}")
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+class LabeledImages(NamedTuple):
+    """Label images by ImageId, and the path of each one's image when the source has images."""
+
+    labels: LabelSource
+    image_path: Callable[[str], Path | None]
+
+
+def labeled_images(root: str | os.PathLike | None = None) -> LabeledImages:
+    """The label images (and images) a benchmark runs on: a DSB2018 folder; a folder holding
+    ``images/`` and ``labels/`` with one label image per image of the same name (the layout of the
+    bundled samples); or any :class:`~nucleiseg.data.sources.LabelSource` (labels only).
+    None: the bundled samples."""
+    root = Path(root) if root is not None else bundled_samples_dir()
+    if is_dsb2018_root(root):
+        return LabeledImages(LabelSource(root), lambda image_id: image_path(root, image_id))
+    if (root / "labels").is_dir():
+        images = {p.stem: p for p in sorted((root / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+        return LabeledImages(LabelSource(root / "labels"), images.get)
+    return LabeledImages(LabelSource(root), lambda image_id: None)
+
+
+def device_name(device) -> str:
+    """'cpu', or 'cuda (NVIDIA H100 80GB HBM3)': the GPU named, so every GPU figure says where it came from."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def to_json(result: dict) -> str:
+    """Results as JSON; NumPy scalars and arrays (e.g. from StarDist's counts) become plain numbers."""
+
+    def plain(value):
+        if isinstance(value, (np.generic, np.ndarray)):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    return json.dumps(result, indent=1, default=plain)

@@ -1,0 +1,62 @@
+"""``nucleiseg bench predict``: inference time per image size, end to end and split into network
+(normalisation, U-Net, softmax) and watershed, with and without test-time augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..data.images import read_image
+from ..data.sources import iter_image_paths
+from ..postprocess import probabilities_to_labels
+from .common import best_of, device_name, machine
+
+if TYPE_CHECKING:
+    from ..inference.predictor import Predictor
+
+
+def one_image_per_size(inputs: list[Path]) -> dict[str, np.ndarray]:
+    """{ImageId: image} of the first image (by ImageId) of each distinct (H, W) among ``inputs``
+    (files, folders, DSB2018 folders), smallest first."""
+    by_size: dict[tuple[int, int], tuple[str, np.ndarray]] = {}
+    for image_id, path in sorted(iter_image_paths(inputs)):
+        image = read_image(path)
+        by_size.setdefault(image.shape[:2], (image_id, image))
+    return dict(by_size[size] for size in sorted(by_size, key=lambda hw: (hw[0] * hw[1], hw)))
+
+
+def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat: int = 3, tta: tuple[bool, ...] = (False, True),
+                  threads: int | None = None) -> dict:
+    """Per image size: end-to-end ms per image (best of ``repeat``), split into network
+    (normalisation, U-Net, softmax) and watershed, and megapixels per second."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    for name, image in images.items():
+        predictor.predict(image)  # warm-up
+        for use_tta in tta:
+            net_s, probs = best_of(lambda: predictor.predict_probabilities(image, tta=use_tta), repeat)
+            ws_s, labels = best_of(lambda: probabilities_to_labels(probs, predictor.watershed), repeat)
+            mp = image.shape[0] * image.shape[1] / 1e6
+            rows.append({"image": name, "shape": list(image.shape[:2]), "tta": use_tta, "network_ms": net_s * 1e3,
+                         "watershed_ms": ws_s * 1e3, "total_ms": (net_s + ws_s) * 1e3,
+                         "megapixels_per_s": mp / (net_s + ws_s), "nuclei": int(labels.max(initial=0))})
+    return {"machine": machine(), "device": device_name(predictor.device), "torch_threads": torch.get_num_threads(),
+            "channels_last": predictor.channels_last, "compiled": predictor.network is not predictor.model,
+            "rows": rows}
+
+
+def format_predict(result: dict) -> str:
+    lines = [f"machine: {result['machine']}; device {result['device']}, torch threads {result['torch_threads']}, "
+             f"channels-last {'on' if result.get('channels_last') else 'off'}, "
+             f"torch.compile {'on' if result.get('compiled') else 'off'}",
+             f"{'image':<14}{'H x W':>11}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}{'total ms':>10}{'MPx/s':>8}"]
+    for r in result["rows"]:
+        lines.append(f"{r['image']:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{'yes' if r['tta'] else 'no':>5}"
+                     f"{r['network_ms']:>12.0f}{r['watershed_ms']:>14.0f}{r['total_ms']:>10.0f}"
+                     f"{r['megapixels_per_s']:>8.2f}")
+    return "\n".join(lines)

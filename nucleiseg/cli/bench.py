@@ -1,0 +1,122 @@
+"""``nucleiseg bench``: weight maps, the score, and inference speed, timed against references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ._common import device_option, fail, main, progress_bar
+
+_JSON = click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also write the results as JSON.")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks on the bundled samples or your data, timed against references in the same run."""
+
+
+@bench.command("weightmap")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--limit", type=int, help="Only the first N images.")
+@click.option("--no-reference", is_flag=True, help="Skip the O(K H W) reference (about 450 s for all 664 "
+              "stage1_train images).")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure peak extra memory on the image with the most nuclei (fresh processes).")
+@_JSON
+def bench_weightmap_cmd(source: Path | None, limit: int | None, no_reference: bool, memory: bool,
+                        as_json: Path | None) -> None:
+    """U-Net weight maps: ours vs the per-nucleus reference vs one SciPy EDT, per image and in total.
+
+    \b
+    SOURCE: a DSB2018 folder, a folder of label images, a Kaggle CSV with Height/Width, or a
+    folder with images/ and labels/ [default: the bundled samples].
+    Example:
+      nucleiseg bench weightmap stage1_train/
+    """
+    from ..bench.common import labeled_images, to_json
+    from ..bench.weightmap import bench_weightmap, format_weightmap, peak_extra_memory_mb
+
+    labels = labeled_images(source).labels
+    ids = labels.ids()[:limit] if limit is not None else labels.ids()
+    result = bench_weightmap(labels, ids, reference=not no_reference, progress=progress_bar())
+    click.echo(format_weightmap(result))
+    if memory and result["most_nuclei"]:
+        most = result["most_nuclei"]
+        label_image = labels.get(most)
+        result["peak_extra_mb"] = {m: peak_extra_memory_mb(label_image, m) for m in ("ours", "edt", "reference")}
+        click.echo(f"peak extra memory on {most[:12]} ({len(np.unique(label_image)) - 1} nuclei): "
+                   + ", ".join(f"{m} {v:.0f} MB" for m, v in result["peak_extra_mb"].items()))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
+@bench.command("score")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--huge/--no-huge", default=True, show_default=True, help="Also score a 16384 x 16384 mosaic (ours only).")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path),
+              help="Predict the image with the most nuclei with this model [default: bundled] for the first case.")
+@_JSON
+def bench_score_cmd(source: Path | None, huge: bool, model: Path | None, as_json: Path | None) -> None:
+    """The DSB score: ours vs StarDist's matching vs the Kaggle-kernel formulation.
+
+    \b
+    SOURCE as for 'bench weightmap' [default: the bundled samples]. Cases: the image with the
+    most nuclei against the model's prediction (when SOURCE has images), and 4 x 4 and 16 x 16
+    mosaics of the 1024 x 1024 label images.
+    StarDist is a benchmark-only extra: pip install --no-deps stardist csbdeep six
+    StarDist counts a match at IoU >= t, the DSB2018 rule (and ours) at IoU > t; counts differ
+    only for pairs whose IoU equals a threshold exactly.
+    Example:
+      nucleiseg bench score stage1_train/
+    """
+    from ..bench.common import labeled_images, to_json
+    from ..bench.score import bench_score, format_score, score_cases
+    from ..inference.predictor import Predictor
+
+    predictor = Predictor.from_file(model, "cpu")
+    result = bench_score(score_cases(labeled_images(source), predictor.predict, huge=huge))
+    click.echo(format_score(result))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
+@bench.command("predict")
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model file [default: bundled].")
+@device_option
+@click.option("--no-tta", is_flag=True, help="Skip the TTA rows.")
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="Channels-last tensors.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network (compilation not timed).")
+@_JSON
+def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str, no_tta: bool, channels_last: bool,
+                      compile_model: bool, as_json: Path | None) -> None:
+    """Inference speed per image size: one image of each distinct size among INPUTS.
+
+    \b
+    INPUTS: image files, flat folders or DSB2018 folders [default: the bundled samples, six sizes
+    from 256 x 256 to 1024 x 1024].
+    Example:
+      nucleiseg bench predict
+    """
+    from ..bench.common import to_json
+    from ..bench.predict import bench_predict, format_predict, one_image_per_size
+    from ..data.sources import bundled_samples_dir
+    from ..inference.predictor import Predictor
+
+    predictor = Predictor.from_file(model, device, channels_last=channels_last, compile=compile_model)
+    images = one_image_per_size(list(inputs) or [bundled_samples_dir() / "images"])
+    result = bench_predict(predictor, images, tta=(False,) if no_tta else (False, True))
+    click.echo(format_predict(result))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
+@bench.command("scale", hidden=True, context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_scale_cmd(args) -> None:
+    """Moved: the scale-out study is benchmarks/bench_scale.py in the source tree."""
+    fail("'nucleiseg bench scale' moved to the source tree: run python benchmarks/bench_scale.py "
+         + " ".join(args) + " from a clone of nucleiseg (it is our own study, not part of the package)")

@@ -1,0 +1,40 @@
+"""``nucleiseg convert``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..targets.border import DEFAULT_BORDER_WIDTH
+from ._common import main, progress_bar
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--border-width", default=DEFAULT_BORDER_WIDTH, show_default=True, help="Contact-border radius in pixels.")
+@click.option("--to-rle", type=click.Path(dir_okay=False, path_type=Path), help="Also write the labels as a Kaggle CSV.")
+def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None) -> None:
+    """Convert a DSB2018 folder SRC into label images and training arrays in DST.
+
+    \b
+    Writes DST/labels/<ImageId>.tif (uint16), DST/train/<ImageId>.npz and DST/report.csv.
+    Example:
+      nucleiseg convert stage1_train/ data/dsb2018 --to-rle labels.csv
+    """
+    from ..data.convert import convert_dsb2018
+
+    rows = convert_dsb2018(src, dst, border_width, to_rle, progress=progress_bar("image"))
+    failed = [r for r in rows if r.status != "ok"]
+    with_defects = [r for r in rows if r.status == "ok" and r.defects]
+    for r in with_defects:
+        click.echo(f"defects {r.image_id}: {r.defects}")
+    for r in failed:
+        click.echo(f"failed {r.image_id}: {r.defects}")
+    n_nuclei = sum(r.n_nuclei for r in rows)
+    click.echo(f"converted {len(rows) - len(failed)} images ({n_nuclei} nuclei), {len(with_defects)} with "
+               f"annotation defects, {len(failed)} failed; report: {dst / 'report.csv'}")
+    if failed:
+        sys.exit(1)

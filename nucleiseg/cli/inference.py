@@ -1,0 +1,146 @@
+"""``nucleiseg predict`` and ``nucleiseg show``."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..inference.blockwise import DEFAULT_BLOCK_SIZE
+from ..inference.tiling import DEFAULT_TILE_SIZE
+from ..io import LABEL_FORMATS
+from ..postprocess import WatershedParams
+from ._common import device_option, field_docs, fail, main, progress_bar
+
+_WATERSHED_HELP = field_docs(WatershedParams)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model file [default: bundled].")
+@click.option("--rle", type=click.Path(dir_okay=False, path_type=Path), help="Also write a Kaggle submission CSV.")
+@click.option("--marker-threshold", type=float,
+              help=_WATERSHED_HELP["marker_threshold"] + " [default: the model's tuned value]")
+@click.option("--mask-threshold", type=float, help=_WATERSHED_HELP["mask_threshold"] + " [default: the model's tuned value]")
+@click.option("--min-area", type=int, help=_WATERSHED_HELP["min_area"] + " [default: the model's tuned value]")
+@device_option
+@click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
+@click.option("--tta", is_flag=True, help="Average the 8 flips / 90-degree rotations (8x slower).")
+@click.option("--skip-existing", is_flag=True, help="Skip images whose outputs are already in OUT (resume a run).")
+@click.option("--measure", is_flag=True, help="Also write OUT/<ImageId>_nuclei.csv per image and OUT/summary.csv.")
+@click.option("--pixel-size", type=float, help="Micrometres per pixel, for areas in square micrometres (--measure).")
+@click.option("--channel", type=int, help="Use this page of multi-page TIFFs, or this channel of colour images.")
+@click.option("--format", "label_format", type=click.Choice(LABEL_FORMATS), default=LABEL_FORMATS[0], show_default=True,
+              help="Label image format: uint16 TIFF or 16-bit PNG.")
+@click.option("--tile-size", default=DEFAULT_TILE_SIZE, show_default=True,
+              help="Larger images are predicted in overlapping tiles of at most this size (multiple of 16).")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="torch.compile the network (pays off for many images of one size; first image slower).")
+@click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True,
+              help="Images with a side over twice this are predicted block by block (whole-slide scans).")
+@click.option("--workers", type=int, help="Spread the images over a local Dask cluster of N worker processes "
+              "(needs the 'cluster' extra).")
+@click.option("--scheduler", help="Spread the images over the workers of this Dask scheduler (e.g. tcp://host:8786); "
+              "OUT and the inputs must be on storage they share.")
+def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
+            skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model, block_size, workers,
+            scheduler) -> None:
+    """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
+
+    \b
+    Writes OUT/<ImageId>.tif (uint16 label image, 0 = background, 1..N nuclei) and
+    OUT/<ImageId>_overlay.png (each nucleus tinted and outlined in its own colour); --measure adds
+    per-nucleus tables. With no INPUTS, runs on the bundled sample images and prints the DSB
+    score against their bundled label images.
+    Examples:
+      nucleiseg predict -o out
+      nucleiseg predict my_images/ -o out --rle submission.csv
+      nucleiseg predict scan.tif -o out --measure --pixel-size 0.325
+      nucleiseg predict plates/ -o out --workers 8
+    """
+    from ..data.sources import bundled_samples_dir
+    from ..inference.predictor import PredictOptions, Predictor
+
+    samples = not inputs
+    inputs = [bundled_samples_dir() / "images"] if samples else list(inputs)
+    try:
+        predictor = Predictor.from_file(model, device, tile_size=tile_size, compile=compile_model)
+        overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area}
+        watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
+        options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
+                                 pixel_size, label_format)
+    except ValueError as exc:
+        fail(str(exc))
+    t0 = time.perf_counter()
+    if workers or scheduler:
+        from ..inference.cluster import connect, predict_on_cluster
+
+        with connect(workers, scheduler) as client:
+            results = predict_on_cluster(client, inputs, out, model, options, rle, device, tile_size, compile_model,
+                                         progress_bar(description=f"predict (Dask, {scheduler or f'{workers} workers'})"))
+    else:
+        from ..inference import batch
+
+        results = batch.predict_files(inputs, out, predictor, options, rle,
+                                      progress_bar(description=f"predict ({predictor.device.type})"))
+    _report(results, out, predictor.device.type, time.perf_counter() - t0, samples)
+
+
+def _report(results: list, out: Path, device: str, seconds: float, samples: bool) -> None:
+    """One line per image (all of them for the samples or up to 20 images), the totals, and for
+    the bundled samples their scores; exit status 1 if an image failed."""
+    done = [r for r in results if r.status == "done"]
+    skipped = [r for r in results if r.status == "skipped"]
+    failed = [r for r in results if r.status == "failed"]
+    for r in (done if samples or len(results) <= 20 else []):
+        click.echo(f"{r.image_id}: {r.n_nuclei} nuclei ({r.seconds * 1000:.0f} ms)")
+    for r in failed:
+        click.echo(f"{r.image_id}: FAILED {r.error}")
+    click.echo(f"{len(done)} images labeled ({sum(r.n_nuclei for r in done)} nuclei) in {seconds:.1f} s "
+               f"on {device}, {len(skipped)} skipped (already done), {len(failed)} failed; results in {out}/")
+    if samples:
+        from ..data.sources import LabelSource, bundled_samples_dir
+        from ..evaluation import score_sources
+
+        report = score_sources(LabelSource(bundled_samples_dir() / "labels"), LabelSource(out))
+        for p in report.per_image:
+            click.echo(f"  DSB score {p['score']:.3f}  {p['image_id']} ({p['n_true']} true, {p['n_pred']} predicted)")
+        click.echo(f"DSB score on the {report.n_images} bundled samples: {report.score:.4f}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--truth", "-t", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ground-truth label image: adds a TP / FP / FN panel at IoU 0.5 and the DSB score.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Figure file [default: IMAGE_show.png].")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), help="Model when LABELS is not given.")
+@device_option
+def show(image: Path, labels: Path | None, truth: Path | None, out: Path | None, model: Path | None,
+         device: str) -> None:
+    """Save a side-by-side figure: IMAGE, its labels (LABELS, or predicted), and the matching
+    against --truth.
+
+    \b
+    Example:
+      nucleiseg show cells.png out/cells.tif --truth truth/cells.tif -o cells_show.png
+    """
+    from ..data.images import read_image, read_label_image
+    from ..figures import show_figure
+    from ..inference.predictor import Predictor
+
+    img = read_image(image)
+    lab = read_label_image(labels) if labels else Predictor.from_file(model, device).predict(img)
+    true = read_label_image(truth) if truth else None
+    for name, arr in (("labels", lab), ("truth", true)):
+        if arr is not None and arr.shape != img.shape[:2]:
+            fail(f"{name} {arr.shape} and image {img.shape[:2]} differ in shape")
+    out = out or image.with_name(image.stem + "_show.png")
+    show_figure(out, img, lab, true, image.name)
+    click.echo(f"wrote {out}")

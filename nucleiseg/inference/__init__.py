@@ -1,0 +1,16 @@
+"""Prediction, in pipeline order.
+
+- :mod:`~nucleiseg.inference.predictor`: :class:`Predictor` (normalise, U-Net, watershed) and
+  :class:`PredictOptions`, the one shape prediction settings travel in;
+- :mod:`~nucleiseg.inference.tiling`: overlap-tile layout and blending;
+- :mod:`~nucleiseg.inference.blockwise`: huge images block by block;
+- :mod:`~nucleiseg.inference.batch`: many files into an output folder;
+- :mod:`~nucleiseg.inference.cluster`: the same on a Dask cluster (the ``cluster`` extra).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
+    "batch": ["PredictResult", "predict_files"],
+    "predictor": ["PredictOptions", "Predictor", "choose_device", "load_model"],
+})

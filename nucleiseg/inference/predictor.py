@@ -1,0 +1,229 @@
+"""Inference: image -> normalised input -> U-Net -> softmax probabilities -> watershed labels.
+
+Images larger than ``tile_size`` are predicted by overlap-tile (:mod:`~nucleiseg.inference.tiling`):
+tiles run in batches and are blended, so memory is bounded by the tile batch and seams do not
+show. Images with a side over twice ``PredictOptions.block_size`` go block by block
+(:mod:`~nucleiseg.inference.blockwise`). Test-time augmentation (``tta=True``) averages the 8
+dihedral transforms, each prediction transformed back first.
+
+Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA, with
+channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
+CUDA cuDNN), and optionally compiled with ``torch.compile`` (``compile=True``: the first call per
+input shape pays the compilation, so it only pays off for many images of one size).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..io import LABEL_FORMATS
+from ..model.config import ModelConfig
+from ..model.file import read_model_file
+from ..postprocess import WatershedParams, probabilities_to_labels
+from ..transforms import dihedral, dihedral_inverse, normalize_image, pad_to_multiple
+from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict an image and, for folder jobs, what to write for it.
+
+    Attributes
+    ----------
+    watershed : WatershedParams or None
+        Post-processing values; None uses the model's tuned values.
+    tta : bool
+        Average the 8 flips / 90-degree rotations (8x the network time).
+    channel : int or None
+        Page of a multi-page TIFF or channel of a colour image to predict on (file jobs).
+    block_size : int
+        Images with a side over twice this (pixels) are predicted block by block.
+    overlay : bool
+        Write ``<ImageId>_overlay.png`` (file jobs).
+    skip_existing : bool
+        Leave images whose outputs are already in the output folder (file jobs).
+    measure : bool
+        Write ``<ImageId>_nuclei.csv`` and ``summary.csv`` (file jobs).
+    pixel_size : float or None
+        Micrometres per pixel, for areas in square micrometres (with ``measure``).
+    label_format : str
+        ``"tif"`` (uint16 / uint32 TIFF) or ``"png"`` (16-bit PNG).
+    """
+
+    watershed: WatershedParams | None = None
+    tta: bool = False
+    channel: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    overlay: bool = True
+    skip_existing: bool = False
+    measure: bool = False
+    pixel_size: float | None = None
+    label_format: str = "tif"
+
+    def __post_init__(self) -> None:
+        if self.label_format not in LABEL_FORMATS:
+            raise ValueError(f"label format must be one of {', '.join(LABEL_FORMATS)}, got {self.label_format!r}")
+        if self.pixel_size is not None and not self.pixel_size > 0:
+            raise ValueError(f"pixel size must be > 0 micrometres, got {self.pixel_size}")
+        if self.block_size <= 2 * DEFAULT_HALO:
+            raise ValueError(f"block size must exceed {2 * DEFAULT_HALO} pixels, got {self.block_size}")
+
+
+def choose_device(name: str | torch.device = "auto") -> torch.device:
+    """The one place a torch device is chosen: 'auto' -> CUDA when available, else CPU;
+    'cpu' / 'cuda' (or a ``torch.device``) as asked."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Predictor:
+    """A loaded model with its normalisation and watershed values.
+
+    Build one with :meth:`from_file` (None = the bundled model) or :func:`load_model`.
+
+    Parameters
+    ----------
+    model : the network (any module mapping (N, 1, H, W) to (N, 3, H, W) logits).
+    config : the model's :class:`~nucleiseg.model.config.ModelConfig`.
+    device : where the network runs.
+    tile_size, overlap : overlap-tile size and overlap in pixels; ``tile_size`` a multiple of 16
+        and more than twice ``overlap``.
+    batch_size : tiles per network call.
+    channels_last, compile : speed options (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        on a bad tile size.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
+                 tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
+                 batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False):
+        if tile_size % 16 or tile_size <= 2 * overlap:
+            raise ValueError(f"tile_size must be a multiple of 16 and > 2 * overlap, got {tile_size}, {overlap}")
+        self.model = model.to(device).eval()
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.network = torch.compile(self.model, dynamic=True) if compile else self.model
+        self.config = config
+        self.device = device
+        self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size
+
+    @property
+    def watershed(self) -> WatershedParams:
+        """The model's tuned watershed values (used when ``PredictOptions.watershed`` is None)."""
+        return self.config.watershed
+
+    @property
+    def pooling_multiple(self) -> int:
+        """2**depth of the U-Net: tiles and blocks start at multiples of it (1 for other modules)."""
+        return 2 ** getattr(self.model, "depth", 0)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto",
+                  **kwargs) -> "Predictor":
+        """Read a model file (:func:`~nucleiseg.model.file.read_model_file`; None = the bundled
+        model) onto ``device``; ``kwargs`` as for the constructor. Raises ModelFileError."""
+        device = choose_device(device)
+        model, config = read_model_file(path, device)
+        return cls(model, config, device, **kwargs)
+
+    @torch.inference_mode()
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W) float32 normalised images -> (N, 3, H, W) float32 softmax probabilities."""
+        x = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.network(x)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Probabilities (3, H, W) float32 of an already normalised (H, W) float32 image."""
+        if not tta:
+            return self._tiled(x)
+        acc = np.zeros((3,) + x.shape, np.float32)
+        for k in range(8):
+            acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k))), k)
+        return acc / 8.0
+
+    def _tiled(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape
+        t = self.tile_size
+        if h <= t and w <= t:
+            return self._forward(x[None])[0]
+        # The U-Net's max-pooling grid makes it shift-equivariant only for shifts by multiples of
+        # 2**depth, so every tile starts at such a multiple: the image is first padded to a
+        # multiple (as the network pads a whole image), tile lengths and strides are multiples too.
+        m = self.pooling_multiple
+        if h % m or w % m:
+            return self._tiled(pad_to_multiple(x, m))[:, :h, :w]
+        (th, row_starts), (tw, col_starts) = tile_layout(h, t, self.overlap, m), tile_layout(w, t, self.overlap, m)
+        window = blend_window((th, tw), self.overlap)
+        acc = np.zeros((3, h, w), np.float32)
+        norm = np.zeros((h, w), np.float32)
+        corners = [(r, c) for r in row_starts for c in col_starts]
+        for i in range(0, len(corners), self.batch_size):
+            chunk = corners[i : i + self.batch_size]
+            probs = self._forward(np.stack([x[r : r + th, c : c + tw] for r, c in chunk]))
+            for (r, c), p in zip(chunk, probs):
+                acc[:, r : r + th, c : c + tw] += p * window
+                norm[r : r + th, c : c + tw] += window
+        return acc / norm
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """The model's input normalisation of ``image``: (H, W) float32 in [0, 1]."""
+        norm = self.config.normalization
+        return normalize_image(image, norm.p_low, norm.p_high)
+
+    def predict_probabilities(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Softmax probabilities of (mask - border, border, background).
+
+        ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype -> (3, H, W) float32.
+        Any size: small images go through whole (padded to a multiple of 2**depth and cropped
+        back), large ones by overlap-tile. ``tta`` averages the 8 dihedral transforms.
+        """
+        return self.probabilities_of_normalized(self.normalize(image), tta)
+
+    def predict(self, image: np.ndarray, options: PredictOptions | None = None) -> np.ndarray:
+        """Label image of the nuclei in ``image`` ((H, W) or (H, W, C), C in 1..4, any numeric dtype).
+
+        ``options``: watershed values (None: the model's), ``tta``, and ``block_size``: an image
+        with a side over twice it is predicted block by block.
+
+        Returns
+        -------
+        (H, W) label image, 0 = background, nuclei numbered 1..N with no gap: int32, or uint32
+        for images predicted block by block.
+        """
+        options = options or PredictOptions()
+        watershed = options.watershed or self.watershed
+        if is_huge(image.shape, options.block_size):
+            return predict_blockwise(self, image, options.block_size, watershed=watershed, tta=options.tta)[0]
+        return probabilities_to_labels(self.predict_probabilities(image, options.tta), watershed)
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "auto", **kwargs) -> Predictor:
+    """Load a model file (None: the bundled model) as a :class:`Predictor`.
+
+    ``model.predict(image)`` -> (H, W) int32 label image; ``model.predict_probabilities(image)``
+    -> (3, H, W) float32. ``device`` is 'auto' (CUDA when available), 'cpu' or 'cuda'; ``kwargs``
+    go to :class:`Predictor` (``tile_size``, ``overlap``, ``batch_size``, ``channels_last``,
+    ``compile``).
+
+    Raises
+    ------
+    ModelFileError
+        if the file is missing, not a nucleiseg model, or does not match its configuration.
+    """
+    return Predictor.from_file(path, device, **kwargs)

@@ -1,0 +1,222 @@
+"""``nucleiseg train``: fit the U-Net, validating with the DSB score, and tune its watershed.
+
+The pipeline: load the samples and hold out the validation split
+(:mod:`~nucleiseg.training.samples`), build or resume the :class:`~nucleiseg.training.state.TrainingState`,
+then repeat :func:`train_step` until the :class:`~nucleiseg.training.state.Budget` is used,
+validating every ``val_every`` steps (:func:`~nucleiseg.training.validation.validate`). The best
+checkpoint by validation score is written to ``out``; a resumable state to ``<out>.resume.pt`` and
+the loss / validation-score curve to ``<out>.curve.png`` at every validation. At the end the
+watershed values are tuned on the validation split (:func:`~nucleiseg.training.validation.tune_model`).
+Progress goes to the module's logger (``logging.getLogger("nucleiseg.training.loop")``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import NucleisegError
+from ..inference.predictor import Predictor, choose_device
+from ..model.config import ModelConfig, NormalizationConfig, ValidationRecord
+from ..model.file import save_model_file
+from ..postprocess import WatershedParams
+from ..progress import Progress, no_progress
+from . import ddp
+from .augment import sample_batch
+from .config import TrainConfig
+from .loss import SegmentationLoss
+from .samples import Sample, add_weight_maps, load_samples, sampling_weights, split_samples
+from .state import Budget, Clock, TrainingState
+from .validation import tune_model, validate
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(NucleisegError):
+    """Training stopped by SIGINT or SIGTERM after saving a resumable state."""
+
+
+def resume_path(out: Path) -> Path:
+    """Where the resumable state of a run writing ``out`` lives: ``<out>.resume.pt``."""
+    return out.with_name(out.name + ".resume.pt")
+
+
+@contextlib.contextmanager
+def stop_requested() -> Iterator[list[str]]:
+    """While active, SIGINT and SIGTERM only append their name to the yielded list (checked once
+    per step by the training loop, which then saves its state and stops). Outside the main thread
+    signals cannot be caught, and the list stays empty."""
+    stop: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        stop.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train_step(net: torch.nn.Module, state: TrainingState, train_set: list[Sample], weights: np.ndarray,
+               cfg: TrainConfig, loss_fn: SegmentationLoss, lr: float, device: torch.device,
+               ctx: ddp.DistContext, batch: np.ndarray | None = None) -> float:
+    """One optimiser step on a batch of augmented crops (image indices ``batch``, or drawn with
+    ``weights``); updates the weight average. Returns the loss.
+
+    Raises
+    ------
+    NucleisegError
+        on a non-finite loss (on any rank), naming the batch's images.
+    """
+    net.train()
+    xs, ys, ws, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
+                                   cfg.batch_size, cfg.crop_size, state.rng,
+                                   [s.pixel_weights for s in train_set] if cfg.weight_map else None,
+                                   cfg.augment, idx=batch)
+    x = torch.from_numpy(xs).to(device, non_blocking=True)
+    y = torch.from_numpy(ys).to(device, non_blocking=True)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = net(x)
+    loss = loss_fn(logits, y, None if ws is None else torch.from_numpy(ws).to(device, non_blocking=True))
+    finite = bool(torch.isfinite(loss))
+    if ddp.any_rank(not finite, ctx, device):
+        names = ", ".join(train_set[i].image_id for i in idx) if not finite else "of another process"
+        ddp.shutdown(ctx)
+        raise NucleisegError(f"non-finite loss at step {state.step} on images {names}")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    if state.ema is not None:
+        state.ema.update_parameters(state.model)
+    return loss.item()
+
+
+def _checkpoint(state: TrainingState, predictor: Predictor, val_set: list[Sample], out: Path,
+                ctx: ddp.DistContext, minutes: float, log: Callable[[str], None]) -> None:
+    """Validate the weights in ``predictor`` (all ranks), record the score, keep the checkpoint
+    if it is the best, and save the resumable state and the training curve (rank 0)."""
+    from ..figures import training_curve
+
+    predictor.model.eval()
+    score, per_mod = validate(predictor, val_set, WatershedParams(), ctx)  # rank 0's network, on every rank
+    state.history.append({"step": state.step, "minutes": minutes, "loss": state.loss_avg, "val_score": score,
+                          "val_per_modality": per_mod})
+    log(f"step {state.step} ({minutes:.1f} min) loss {state.loss_avg:.4f} val DSB {score:.4f} "
+        + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
+    if score > state.best_score:
+        state.best_score = score
+        if ctx.is_main:
+            save_model_file(out, predictor.model, predictor.config.replace(
+                validation=ValidationRecord(score, per_mod, state.step)))
+    if ctx.is_main:
+        state.save(resume_path(out))
+        training_curve(out.with_name(out.name + ".curve.png"), state.history)
+
+
+def _record(cfg: TrainConfig, data: str | Path, train_set: list[Sample], val_set: list[Sample],
+            device: torch.device, ctx: ddp.DistContext) -> ModelConfig:
+    """The model-file configuration of a checkpoint of this run (before validation and tuning)."""
+    training = {**asdict(cfg), "features": list(cfg.features), "data": str(data), "n_train": len(train_set),
+                "n_validation": len(val_set), "device": str(device), "processes": ctx.world_size}
+    return ModelConfig(normalization=NormalizationConfig(cfg.p_low, cfg.p_high), border_width=cfg.border_width,
+                       training=training)
+
+
+def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.device | str = "auto",
+          resume: bool = False, progress: Progress = no_progress) -> ModelConfig | None:
+    """Train on ``data`` and write the best model to ``out``; return its configuration.
+
+    ``cfg`` is not changed (without a budget the run takes :data:`~nucleiseg.training.config.DEFAULT_EPOCHS`).
+    ``device``: 'auto' (CUDA when available), 'cpu', 'cuda' or a ``torch.device``.
+    ``resume`` continues from ``<out>.resume.pt`` when it exists. Launched by ``torchrun``
+    (WORLD_SIZE > 1), trains with DistributedDataParallel (:mod:`~nucleiseg.training.ddp`): only
+    rank 0 logs and writes files, the validation images are shared out among the ranks and their
+    scores gathered, and ranks other than 0 return None without tuning.
+
+    Raises
+    ------
+    NucleisegError
+        for unreadable data or a non-finite loss; :class:`TrainingInterrupted` on SIGINT / SIGTERM.
+    """
+    out, cfg = Path(out), cfg.with_budget()
+    ctx, device = ddp.init(choose_device(device))
+    if not ctx.is_main:  # rank 0 alone reports
+        log, progress = (lambda message: None), no_progress
+    else:
+        log = logger.info
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    train_set, val_set = split_samples(load_samples(data, cfg.border_width, cfg.p_low, cfg.p_high))
+    if cfg.weight_map:
+        add_weight_maps(train_set, cfg.w0, cfg.sigma)
+    log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}"
+        + (f"; {ctx.world_size} processes (DistributedDataParallel, batch {cfg.batch_size} each)" if ctx.active else ""))
+    budget, state = Budget.of(cfg, len(train_set)), TrainingState.new(cfg, device, ctx)
+    if resume and resume_path(out).is_file():
+        state.load(resume_path(out), device, cfg.seed, ctx)
+        log(f"resumed from {resume_path(out)} at step {state.step} ({state.elapsed / 60:.1f} min)")
+    net, weights = ddp.wrap(state.model, ctx, device, cfg.sync_bn), sampling_weights(train_set, cfg.sampling)
+    batches = ddp.RankBatches(weights, cfg.batch_size, ctx, cfg.seed) if ctx.active else None
+    predictor = Predictor(state.eval_model, _record(cfg, data, train_set, val_set, device, ctx), device,
+                          channels_last=False)  # leave the trained weights' layout alone
+    loss_fn, clock = SegmentationLoss(cfg.border_weight, cfg.dice_weight, device), Clock(state.elapsed)
+    done = budget.progress(state.step, state.elapsed) >= 1.0
+    with stop_requested() as stop:
+        for _ in progress(_until(lambda: done), max(budget.total_steps - state.step, 0) or None, "train"):
+            loss = train_step(net, state, train_set, weights, cfg, loss_fn,
+                              budget.learning_rate(cfg, state.step, state.elapsed), device, ctx,
+                              batches(state.step) if batches is not None else None)
+            state.step, state.elapsed = state.step + 1, clock()
+            state.loss_avg = loss if state.loss_avg is None else 0.98 * state.loss_avg + 0.02 * loss
+            last = ddp.any_rank(budget.progress(state.step, state.elapsed) >= 1.0, ctx, device)  # all stop together
+            if state.step % cfg.val_every == 0 or last:
+                _checkpoint(state, predictor, val_set, out, ctx, state.elapsed / 60, log)
+                state.elapsed = clock()  # validation time counts against the minutes
+            if ddp.any_rank(bool(stop), ctx, device):
+                if ctx.is_main:
+                    state.save(resume_path(out))
+                ddp.shutdown(ctx)
+                raise TrainingInterrupted(f"stopped by {stop[0]} at step {state.step}; state saved to "
+                                          f"{resume_path(out)}, continue with --resume")
+            done = last
+    ddp.shutdown(ctx)
+    return _finish(out, cfg, state, train_set, val_set, device, log) if ctx.is_main else None
+
+
+def _until(done: Callable[[], bool]) -> Iterator[None]:
+    """Yield until ``done()``: the training loop's steps, for a progress bar."""
+    while not done():
+        yield
+
+
+def _finish(out: Path, cfg: TrainConfig, state: TrainingState, train_set: list[Sample], val_set: list[Sample],
+            device: torch.device, log: Callable[[str], None]) -> ModelConfig:
+    """Write the best checkpoint's final model file: history, training time, validation ImageIds
+    and, with ``cfg.tune``, the tuned watershed values."""
+    best = Predictor.from_file(out, device)
+    v = best.config.validation
+    final = best.config.replace(history=state.history, training_minutes=state.elapsed / 60,
+                                training={**best.config.training, "steps_done": state.step},
+                                validation=ValidationRecord(v.score, v.per_modality, v.step,
+                                                            ids=sorted(s.image_id for s in val_set)))
+    if cfg.tune:
+        final = tune_model(Predictor(best.model, final, device), train_set, val_set)
+    save_model_file(out, best.model, final)
+    v = final.validation
+    log(f"best checkpoint: step {v.step}, watershed {final.watershed.to_dict()}{'' if cfg.tune else ' (not tuned)'}, "
+        f"validation DSB {v.score:.4f} " + " ".join(f"{m} {x:.3f}" for m, x in v.per_modality.items()))
+    return final

@@ -1,0 +1,141 @@
+"""Array transforms shared by training and inference: gray conversion, the network's intensity
+normalisation, the 8 dihedral transforms, and padding.
+
+Each rule is written here once:
+
+- **alpha**: a 2- or 4-channel image is gray + alpha or RGBA; the last channel is dropped;
+- **gray**: the remaining channels are averaged;
+- **normalisation**: percentiles ``p_low`` / ``p_high`` of the gray image map to 0 / 1, clipped,
+  and the result is inverted when its median is above 0.5 (light background: brightfield, H&E),
+  so nuclei are bright on dark as in fluorescence;
+- **padding**: an array is padded at its bottom and right by mirroring (NumPy ``reflect``,
+  PyTorch ``reflect``) where the padding is smaller than the array, else by repeating the edge
+  (NumPy ``edge``, PyTorch ``replicate``); the U-Net pads its input to a multiple of
+  ``2**depth`` this way (as in Ronneberger et al. 2015, Fig. 2, overlap-tile with mirroring).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def drop_alpha(image: np.ndarray) -> np.ndarray:
+    """``image`` without its alpha channel: (H, W, 2) and (H, W, 4) lose the last channel, and a
+    single remaining channel is squeezed, giving (H, W) or (H, W, 3). (H, W) is returned as is."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] in (2, 4):
+        image = image[:, :, :-1]
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return image
+
+
+def to_gray_float(image: np.ndarray) -> np.ndarray:
+    """Collapse an image to one float32 channel: alpha dropped, colour channels averaged.
+
+    ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype -> (H, W) float32, same units.
+    """
+    image = drop_alpha(image)
+    if image.ndim == 3:
+        image = image.astype(np.float32).mean(axis=2)
+    return image.astype(np.float32, copy=False)
+
+
+class NormalizationParams(NamedTuple):
+    """What :func:`normalize_image` does to one image: ``low`` and ``high`` (gray levels of the
+    image) map to 0 and 1; ``invert`` flips the result."""
+
+    low: float
+    high: float
+    invert: bool
+
+
+def normalize_image(image: np.ndarray, p_low: float = 1.0, p_high: float = 99.8) -> np.ndarray:
+    """The network's input normalisation: gray, percentile-stretched to [0, 1], nuclei bright.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) array, C in 1..4, uint8, uint16 or float.
+    p_low, p_high : percentiles (0..100) of the gray image mapped to 0 and 1.
+
+    Returns
+    -------
+    (H, W) float32 in [0, 1], inverted when the background is light (see the module docstring).
+    A constant image gives all zeros.
+    """
+    return apply_normalization(image, normalization_params(image, p_low, p_high))
+
+
+def normalization_params(image: np.ndarray, p_low: float = 1.0, p_high: float = 99.8,
+                         max_pixels: int | None = None) -> NormalizationParams:
+    """The :class:`NormalizationParams` of ``image``, to apply block by block.
+
+    With ``max_pixels``, larger images are measured on a regular subsample (every s-th row and
+    column, s chosen so at most ``max_pixels`` pixels are read): exact for smaller images, and
+    for whole-slide images a percentile estimate that never loads more than one gray copy of
+    the subsample.
+    """
+    h, w = image.shape[:2]
+    step = 1 if not max_pixels or h * w <= max_pixels else int(np.ceil(np.sqrt(h * w / max_pixels)))
+    gray = to_gray_float(image[::step, ::step])
+    lo, hi = (float(v) for v in np.percentile(gray, [p_low, p_high]))
+    if hi <= lo:
+        return NormalizationParams(lo, hi, False)
+    invert = bool(np.median(np.clip((gray - lo) / (hi - lo), 0.0, 1.0)) > 0.5)
+    return NormalizationParams(lo, hi, invert)
+
+
+def apply_normalization(image: np.ndarray, params: NormalizationParams) -> np.ndarray:
+    """Gray, stretch ``(low, high)`` to [0, 1], clip, invert when asked: (H, W) float32."""
+    lo, hi, invert = params
+    gray = to_gray_float(image)
+    if hi <= lo:
+        return np.zeros_like(gray)
+    out = np.clip((gray - lo) / (hi - lo), 0.0, 1.0)
+    if invert:
+        out = 1.0 - out
+    return out.astype(np.float32)
+
+
+def dihedral(array: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 dihedral transforms (k in 0..7: rotations by k * 90 degrees, then a
+    left-right flip for k >= 4) of the last two axes."""
+    out = np.rot90(array, k % 4, axes=(-2, -1))
+    return out[..., ::-1] if k >= 4 else out
+
+
+def dihedral_inverse(array: np.ndarray, k: int) -> np.ndarray:
+    """Undo :func:`dihedral` with the same k."""
+    if k >= 4:
+        array = array[..., ::-1]
+    return np.rot90(array, -(k % 4), axes=(-2, -1))
+
+
+def can_mirror(size: tuple[int, int], pad: tuple[int, int]) -> bool:
+    """Whether padding an array of ``size`` (H, W) by ``pad`` (rows, columns) at the end can mirror
+    it (each pad smaller than its side); if not, the edge is repeated (see the module docstring)."""
+    return pad[0] < size[0] and pad[1] < size[1]
+
+
+def padding_to_multiple(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """Rows and columns to add at the bottom and right so both sides of ``size`` are multiples."""
+    return (-size[0]) % multiple, (-size[1]) % multiple
+
+
+def pad_to_shape(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pad the last two axes of ``array`` at the end to at least ``shape`` (H, W), by mirroring or
+    repeating the edge (see the module docstring). Returns ``array`` itself when large enough."""
+    h, w = array.shape[-2:]
+    ph, pw = max(0, shape[0] - h), max(0, shape[1] - w)
+    if not (ph or pw):
+        return array
+    mode = "reflect" if can_mirror((h, w), (ph, pw)) else "edge"
+    return np.pad(array, [(0, 0)] * (array.ndim - 2) + [(0, ph), (0, pw)], mode=mode)
+
+
+def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the last two axes of ``array`` at the end to multiples of ``multiple`` pixels."""
+    ph, pw = padding_to_multiple(array.shape[-2:], multiple)
+    return pad_to_shape(array, (array.shape[-2] + ph, array.shape[-1] + pw))
