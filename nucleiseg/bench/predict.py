@@ -56,7 +56,7 @@ def format_predict(result: dict) -> str:
              f"torch.compile {'on' if result.get('compiled') else 'off'}",
              f"{'image':<14}{'H x W':>11}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}{'total ms':>10}{'MPx/s':>8}"]
     for r in result["rows"]:
-        lines.append(f"{r['image']:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{'yes' if r['tta'] else 'no':>5}"
+        lines.append(f"{r['image'][:12]:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{'yes' if r['tta'] else 'no':>5}"
                      f"{r['network_ms']:>12.0f}{r['watershed_ms']:>14.0f}{r['total_ms']:>10.0f}"
                      f"{r['megapixels_per_s']:>8.2f}")
     return "\n".join(lines)
