@@ -52,3 +52,55 @@ def test_no_function_longer_than_80_lines():
             for p in SOURCES for n in ast.walk(ast.parse(p.read_text()))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
     assert not long
+
+
+#: Pipeline stages, lowest first: a module may import only its own stage or lower ones.
+STAGES = [
+    {"errors", "progress", "labels", "transforms", "io"},
+    {"data"},
+    {"targets"},
+    {"postprocess", "metrics"},
+    {"model"},
+    {"inference", "measure", "overlay"},
+    {"training", "evaluation", "figures"},
+    {"bench"},
+    {"cli", "__main__"},
+]
+
+
+def _stage(component: str) -> int:
+    return next(i for i, names in enumerate(STAGES) if component in names)
+
+
+def _imported_components(path: Path) -> set[str]:
+    """Top-level nucleiseg components (``data``, ``training``, ...) that ``path`` imports."""
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]  # ("nucleiseg", "training")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = package[: len(package) - node.level + 1]
+                parts = list(base) + (node.module.split(".") if node.module else [])
+                if len(parts) == 1:  # "from .. import ddp" / "from . import bench"
+                    parts += [alias.name for alias in node.names][:1]
+            else:
+                parts = (node.module or "").split(".")
+            if parts[0] == "nucleiseg" and len(parts) > 1:
+                found.add(parts[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "nucleiseg" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+def test_dependencies_point_one_way():
+    wrong = []
+    for path in SOURCES:
+        rel = path.relative_to(PACKAGE).with_suffix("").parts
+        if rel == ("__init__",):
+            continue  # the lazy public API names everything
+        own = _stage(rel[0])
+        wrong += [f"{path.relative_to(PACKAGE)} imports {c}" for c in _imported_components(path) if _stage(c) > own]
+    assert not wrong

@@ -307,7 +307,7 @@ def test_seed_makes_cpu_training_reproducible(tmp_path, small_dsb):
 
 
 def test_non_finite_loss_names_the_images(tmp_path, small_dsb):
-    from nucleiseg.data.convert import convert_dsb2018
+    from nucleiseg.targets.convert import convert_dsb2018
     from nucleiseg.training.config import TrainConfig
     from nucleiseg.training.loop import train
 

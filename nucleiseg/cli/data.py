@@ -24,7 +24,7 @@ def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None) -> Non
     Example:
       nucleiseg convert stage1_train/ data/dsb2018 --to-rle labels.csv
     """
-    from ..data.convert import convert_dsb2018
+    from ..targets.convert import convert_dsb2018
 
     rows = convert_dsb2018(src, dst, border_width, to_rle, progress=progress_bar("image"))
     failed = [r for r in rows if r.status != "ok"]

@@ -4,7 +4,9 @@
   3-channel targets of the DSB2018 winning solution;
 - :mod:`~nucleiseg.targets.distance`: exact Euclidean distance transforms in numba, and the
   distances to the two nearest nuclei;
-- :mod:`~nucleiseg.targets.weightmap`: the U-Net paper's pixel weight map (eq. 2).
+- :mod:`~nucleiseg.targets.weightmap`: the U-Net paper's pixel weight map (eq. 2);
+- :mod:`~nucleiseg.targets.convert`: ``nucleiseg convert``, a DSB2018 folder to label images and
+  training arrays on disk.
 """
 
 import lazy_loader as _lazy

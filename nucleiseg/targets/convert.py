@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.dsb2018 import iter_dsb2018, list_image_ids
+from ..data.images import read_label_image
+from ..data.rle import write_submission
+from ..data.split import modality
 from ..errors import NucleisegError
 from ..io import atomic_write, write_label_image, write_table
 from ..progress import Progress, no_progress
-from ..targets.border import DEFAULT_BORDER_WIDTH, class_map
-from .dsb2018 import iter_dsb2018, list_image_ids
-from .images import read_label_image
-from .rle import write_submission
-from .split import modality
+from .border import DEFAULT_BORDER_WIDTH, class_map
 
 
 @dataclass
