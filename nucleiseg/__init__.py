@@ -20,7 +20,10 @@ from importlib.metadata import PackageNotFoundError, version
 import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
-    "data.dsb2018": ["DSBItem", "Defect", "iter_dsb2018", "read_item"],
+    "data.aperio": ["read_aperio_xml"],
+    "data.dsb2018": ["DSBItem", "iter_dsb2018", "read_item"],
+    "data.items": ["Defect", "LabeledItem"],
+    "data.layouts": ["open_collection"],
     "data.images": ["read_image", "read_label_image"],
     "data.rle": ["decode_labels", "decode_rle", "encode_labels", "read_solution_csv", "write_submission"],
     "errors": ["AnnotationError", "ImageReadError", "MissingDependencyError", "ModelFileError", "NucleisegError",
@@ -28,7 +31,9 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     "inference.predictor": ["PredictOptions", "Predictor", "load_model"],
     "io": ["write_label_image"],
     "measure": ["measure_nuclei"],
-    "metrics": ["MatchingStats", "dataset_table", "dsb_score", "matching_table"],
+    "inference.classical": ["classical_labels"],
+    "metrics": ["MatchingStats", "aggregated_jaccard_index", "dataset_table", "dsb_score", "image_metrics",
+                "matching_table"],
     "model.config": ["ModelConfig", "UNetConfig"],
     "model.unet": ["UNet"],
     "postprocess": ["WatershedParams", "probabilities_to_labels"],

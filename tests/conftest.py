@@ -13,6 +13,7 @@ from nucleiseg.data.sources import bundled_samples_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DSB_ROOT = REPO.parent / "shared" / "dsb2018" / "stage1_train"
+MONUSEG_ROOT = REPO.parent / "shared" / "monuseg2018"
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +22,14 @@ def dsb_root() -> Path:
     if not DSB_ROOT.is_dir():
         pytest.skip("../shared/dsb2018/stage1_train not present")
     return DSB_ROOT
+
+
+@pytest.fixture(scope="session")
+def monuseg_root() -> Path:
+    """MoNuSeg 2018 (train/ and test/); tests using it skip where ../shared is absent."""
+    if not (MONUSEG_ROOT / "test").is_dir():
+        pytest.skip("../shared/monuseg2018 not present")
+    return MONUSEG_ROOT
 
 
 @pytest.fixture(scope="session")

@@ -72,6 +72,11 @@ def _stage(component: str) -> int:
     return next(i for i, names in enumerate(STAGES) if component in names)
 
 
+def _is_module(name: str) -> bool:
+    """Whether ``nucleiseg.<name>`` is a module or subpackage (not a name of the package root)."""
+    return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name / "__init__.py").is_file()
+
+
 def _imported_components(path: Path) -> set[str]:
     """Top-level nucleiseg components (``data``, ``training``, ...) that ``path`` imports."""
     package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]  # ("nucleiseg", "training")
@@ -85,7 +90,7 @@ def _imported_components(path: Path) -> set[str]:
                     parts += [alias.name for alias in node.names][:1]
             else:
                 parts = (node.module or "").split(".")
-            if parts[0] == "nucleiseg" and len(parts) > 1:
+            if parts[0] == "nucleiseg" and len(parts) > 1 and _is_module(parts[1]):
                 found.add(parts[1])
         elif isinstance(node, ast.Import):
             for alias in node.names:

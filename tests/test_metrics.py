@@ -172,3 +172,97 @@ def test_benchmark_json_takes_numpy_numbers():
 
     result = {"ours": [(np.int64(3), np.int32(1), 0)], "t": np.float32(0.5), "a": np.arange(2)}
     assert json.loads(to_json(result)) == {"ours": [[3, 1, 0]], "t": 0.5, "a": [0, 1]}
+
+
+# ---------------------------------------------------------------- AJI and PQ
+
+
+def boxes(shape: tuple[int, int], rectangles: dict[int, tuple[int, int, int, int]]) -> np.ndarray:
+    """A uint16 label image with label k on rows r0:r1, columns c0:c1 for each k: (r0, r1, c0, c1)."""
+    labels = np.zeros(shape, np.uint16)
+    for k, (r0, r1, c0, c1) in rectangles.items():
+        labels[r0:r1, c0:c1] = k
+    return labels
+
+
+def naive_aji(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """AJI straight from its definition (Kumar et al. 2017), one mask comparison at a time."""
+    true_ids = [k for k in np.unique(y_true) if k]
+    pred_ids = [k for k in np.unique(y_pred) if k]
+    if not true_ids and not pred_ids:
+        return 1.0
+    c = u = 0
+    used = set()
+    for g in true_ids:
+        gm = y_true == g
+        best, best_iou = None, 0.0
+        for s in pred_ids:  # ascending: ties keep the lower label
+            sm = y_pred == s
+            inter = np.logical_and(gm, sm).sum()
+            if inter and inter / np.logical_or(gm, sm).sum() > best_iou:
+                best, best_iou = s, inter / np.logical_or(gm, sm).sum()
+        if best is None:
+            u += gm.sum()
+        else:
+            sm = y_pred == best
+            c += np.logical_and(gm, sm).sum()
+            u += np.logical_or(gm, sm).sum()
+            used.add(best)
+    u += sum((y_pred == s).sum() for s in pred_ids if s not in used)
+    return c / u
+
+
+def naive_pq(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Panoptic quality (Kirillov et al. 2019, eq. 1) with matches at IoU > 0.5, by brute force."""
+    true_ids = [k for k in np.unique(y_true) if k]
+    pred_ids = [k for k in np.unique(y_pred) if k]
+    ious = []
+    for g in true_ids:
+        for s in pred_ids:
+            gm, sm = y_true == g, y_pred == s
+            iou = np.logical_and(gm, sm).sum() / np.logical_or(gm, sm).sum()
+            if iou > 0.5:
+                ious.append(iou)
+    tp = len(ious)
+    denominator = tp + (len(pred_ids) - tp) / 2 + (len(true_ids) - tp) / 2
+    return sum(ious) / denominator if denominator else 1.0
+
+
+def test_aji_and_pq_by_hand():
+    from nucleiseg.metrics import aggregated_jaccard_index, image_metrics
+
+    empty = np.zeros((6, 6), np.uint16)
+    one = empty.copy()
+    one[1:3, 1:3] = 9
+    assert aggregated_jaccard_index(empty, empty) == 1.0 and image_metrics(empty, empty).pq == 1.0
+    assert aggregated_jaccard_index(one, empty) == 0.0 and aggregated_jaccard_index(empty, one) == 0.0
+    assert image_metrics(one, empty).pq == 0.0
+    # a split: one 20 px nucleus predicted as two 10 px halves (IoU 0.5 each, not > 0.5)
+    t = np.zeros((4, 10), np.uint16)
+    t[:2, :] = 5
+    p = np.zeros_like(t)
+    p[:2, :5], p[:2, 5:] = 3, 8  # gapped labels on both sides
+    m = image_metrics(t, p)
+    assert m.aji == pytest.approx(10 / 30)  # paired with label 3 (tie: the lower label); label 8 adds 10
+    assert m.pq == 0.0 and m.ap50 == 0.0 and (m.n_true, m.n_pred) == (1, 2)
+    # a merge: two 10 px nuclei predicted as one 20 px nucleus (both pair with it)
+    m = image_metrics(p, t)
+    assert m.aji == pytest.approx(20 / 40) and m.pq == 0.0
+    # a near miss: IoU 16/20 = 0.8 and an unmatched prediction
+    m = image_metrics(boxes((10, 10), {1: (0, 4, 0, 4)}), boxes((10, 10), {2: (0, 4, 0, 5), 4: (7, 9, 7, 9)}))
+    assert m.aji == pytest.approx(16 / (20 + 4))
+    assert m.pq == pytest.approx(0.8 / (1 + 0.5)) and m.ap50 == pytest.approx(1 / 2)
+
+
+def test_aji_and_pq_equal_naive_references_on_random_label_images():
+    from nucleiseg.metrics import image_metrics
+
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        shape = tuple(rng.integers(5, 30, 2))
+        t = rng.integers(0, 6, shape) * (rng.random(shape) < 0.7)
+        p = np.where(rng.random(shape) < 0.8, t, rng.integers(0, 6, shape)) * 3  # gapped labels
+        m = image_metrics(t.astype(np.uint16), p.astype(np.int32))
+        assert m.aji == pytest.approx(naive_aji(t, p), abs=1e-12)
+        assert m.pq == pytest.approx(naive_pq(t, p), abs=1e-12)
+        assert m.dsb_score == pytest.approx(dsb_score(t, p), abs=1e-12)

@@ -307,12 +307,12 @@ def test_seed_makes_cpu_training_reproducible(tmp_path, small_dsb):
 
 
 def test_non_finite_loss_names_the_images(tmp_path, small_dsb):
-    from nucleiseg.targets.convert import convert_dsb2018
+    from nucleiseg.targets.convert import convert_collection
     from nucleiseg.training.config import TrainConfig
     from nucleiseg.training.loop import train
 
     data = tmp_path / "conv"
-    convert_dsb2018(small_dsb, data)
+    convert_collection(small_dsb, data)
     for path in (data / "train").glob("*.npz"):  # poison every image with NaN
         with np.load(path) as z:
             arrays = dict(z)
@@ -349,3 +349,28 @@ def test_png_labels_beyond_16_bit_are_refused_with_our_error(tmp_path):
     with pytest.raises(NucleisegError, match="big.png: labels above 65535"):
         write_label_png(tmp_path / "big.png", labels)
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd"])
+def test_compressed_tiff_reads_back_equal(tmp_path, compression):
+    rng = np.random.default_rng(2)
+    for image in (rng.integers(0, 65535, (37, 53), dtype=np.uint16), rng.integers(0, 255, (37, 53, 3), dtype=np.uint8)):
+        path = tmp_path / f"{compression}_{image.ndim}.tif"
+        tifffile.imwrite(path, image, compression=compression, photometric="rgb" if image.ndim == 3 else "minisblack")
+        assert tifffile.TiffFile(path).pages[0].compression.name.lower().startswith(compression[:3])
+        np.testing.assert_array_equal(read_image(path), image)
+    labels = rng.integers(0, 70000, (20, 30)).astype(np.uint32)
+    tifffile.imwrite(tmp_path / "labels.tif", labels, compression=compression)
+    np.testing.assert_array_equal(read_label_image(tmp_path / "labels.tif"), labels)
+
+
+def test_jpeg_multipage_and_ome_tiff(tmp_path):
+    yy, xx = np.mgrid[:64, :80]
+    smooth = np.stack([(yy * 2 + xx).astype(np.uint8), (yy * 3).astype(np.uint8), (xx * 3).astype(np.uint8)], -1)
+    tifffile.imwrite(tmp_path / "jpeg.tif", smooth, compression="jpeg", photometric="rgb")
+    assert np.abs(read_image(tmp_path / "jpeg.tif").astype(int) - smooth).mean() < 2.0  # lossy, but close
+    stack = np.stack([smooth[..., k] for k in range(3)])  # (C, Y, X) as three pages
+    tifffile.imwrite(tmp_path / "x.ome.tif", stack, ome=True, metadata={"axes": "CYX"}, compression="deflate")
+    assert tifffile.TiffFile(tmp_path / "x.ome.tif").is_ome
+    np.testing.assert_array_equal(read_image(tmp_path / "x.ome.tif"), stack[0])
+    np.testing.assert_array_equal(read_image(tmp_path / "x.ome.tif", channel=2), stack[2])

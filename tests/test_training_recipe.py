@@ -170,3 +170,58 @@ def test_cli_train_options_come_from_train_config():
             assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == choices()[f.name]
         assert option.help, f.name  # documented in TrainConfig's docstring
     assert "--no-tune" in params["tune"].secondary_opts  # the old spelling still works
+
+
+def test_sampling_weights_per_collection():
+    from nucleiseg.training.samples import sampling_weights
+
+    def sample(collection, size, mod="fluorescence"):
+        return Sample("x", np.zeros((size, size), np.float32), np.zeros((size, size), np.uint8),
+                      np.zeros((size, size), np.uint16), mod, collection=collection)
+
+    samples = [sample("a", 10), sample("a", 20), sample("a", 20, "histology"), sample("b", 50), sample("b", 5)]
+    p = sampling_weights(samples, "balanced", {"a": 2.0, "b": 1.0})
+    assert p.sum() == pytest.approx(1.0)
+    assert p[:3].sum() == pytest.approx(2 / 3) and p[3:].sum() == pytest.approx(1 / 3)
+    # within a collection, balanced: sqrt(pixels) / sqrt(images of its modality in that collection)
+    assert p[1] / p[0] == pytest.approx((20 / np.sqrt(2)) / (10 / np.sqrt(2)))
+    assert p[2] / p[1] == pytest.approx(20 / (20 / np.sqrt(2)))
+    assert p[3] / p[4] == pytest.approx(10.0)
+    one = sampling_weights(samples[:3], "balanced")  # one collection: as before, no collection weight
+    expected = np.array([10 / np.sqrt(2), 20 / np.sqrt(2), 20.0])
+    np.testing.assert_allclose(one, expected / expected.sum())
+
+
+@pytest.mark.slow
+def test_training_on_two_collections(tmp_path, small_dsb, sample_ids, sample_labels):
+    """A DSB2018 folder and a Cellpose folder: per-collection validation in the log and the model
+    file, each collection's provenance and licence recorded."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import write_png
+    from nucleiseg.data.sources import bundled_samples_dir
+    from nucleiseg.model.file import read_model_file
+
+    cellpose = tmp_path / "cellpose"
+    cellpose.mkdir()
+    for image_id in sample_ids[3:7]:
+        shutil.copy(bundled_samples_dir() / "images" / f"{image_id}.png", cellpose / f"c{image_id[:6]}.png")
+        write_png(cellpose / f"c{image_id[:6]}_masks.png", sample_labels[image_id].astype(np.uint16))
+    proc = subprocess.run([sys.executable, "-m", "nucleiseg", "-q", "train", str(small_dsb), str(cellpose),
+                           "--out", str(tmp_path / "m.pt"), "--collection-weights", "3,1", "--steps", "2",
+                           "--val-every", "2", "--features", "4,8", "--crop-size", "32", "--batch-size", "2",
+                           "--device", "cpu", "--no-tune"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DSB2018 stage1_train (CC0 1.0): 2 training and 1 validation images, drawn with weight 3" in proc.stderr
+    assert "cellpose (unknown (give it with --licence)): 3 training and 1 validation images, drawn with weight 1" \
+        in proc.stderr
+    config = read_model_file(tmp_path / "m.pt").config
+    assert [(r["name"], r["weight"], r["n_train"], r["n_validation"]) for r in config.trained_on] == [
+        ("DSB2018 stage1_train", 3.0, 2, 1), ("cellpose", 1.0, 3, 1)]
+    assert config.licences()[0] == "DSB2018 stage1_train: CC0 1.0"
+    v = config.validation
+    assert set(v.per_collection) == {"DSB2018 stage1_train", "cellpose"} and len(v.ids) == 2
+    assert v.score == pytest.approx(np.mean(list(v.per_collection.values())), abs=1e-12)  # each collection alike
+    assert config.history[-1]["val_per_collection"] == v.per_collection

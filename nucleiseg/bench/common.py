@@ -12,8 +12,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ..data.dsb2018 import image_path, is_dsb2018_root
-from ..data.images import IMAGE_SUFFIXES
+from ..data.layouts import open_collection
 from ..data.sources import LabelSource, bundled_samples_dir
 
 
@@ -51,17 +50,12 @@ class LabeledImages(NamedTuple):
 
 
 def labeled_images(root: str | os.PathLike | None = None) -> LabeledImages:
-    """The label images (and images) a benchmark runs on: a DSB2018 folder; a folder holding
-    ``images/`` and ``labels/`` with one label image per image of the same name (the layout of the
-    bundled samples); or any :class:`~nucleiseg.data.sources.LabelSource` (labels only).
-    None: the bundled samples."""
+    """The label images (and images) a benchmark runs on: any labeled collection
+    (:mod:`~nucleiseg.data.layouts`: DSB2018, images/ + masks/, Cellpose, Aperio XML) or any
+    other :class:`~nucleiseg.data.sources.LabelSource` (labels only). None: the bundled samples."""
     root = Path(root) if root is not None else bundled_samples_dir()
-    if is_dsb2018_root(root):
-        return LabeledImages(LabelSource(root), lambda image_id: image_path(root, image_id))
-    if (root / "labels").is_dir():
-        images = {p.stem: p for p in sorted((root / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
-        return LabeledImages(LabelSource(root / "labels"), images.get)
-    return LabeledImages(LabelSource(root), lambda image_id: None)
+    collection = open_collection(root)
+    return LabeledImages(LabelSource(root), collection.image_path if collection else (lambda image_id: None))
 
 
 def device_name(device) -> str:

@@ -167,9 +167,10 @@ def build_dataclass(cls: type, values: dict[str, Any]):
             continue
         value = values[f.name]
         if typing.get_origin(hints[f.name]) is tuple and isinstance(value, str):
+            element = typing.get_args(hints[f.name])[0]
             try:
-                value = tuple(int(v) for v in value.split(","))
+                value = tuple(element(v) for v in value.split(",") if v.strip())
             except ValueError:
-                fail(f"{_option_name(f.name)} must be comma-separated whole numbers, got {value!r}")
+                fail(f"{_option_name(f.name)} must be comma-separated {element.__name__} values, got {value!r}")
         kwargs[f.name] = value
     return cls(**kwargs)

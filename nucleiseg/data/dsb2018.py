@@ -15,44 +15,18 @@ and a missing image (the whole item fails).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import AnnotationError, ImageReadError
 from .images import IMAGE_SUFFIXES, read_image
+from .items import Defect, LabelBuilder, LabeledItem
 
 
-@dataclass
-class Defect:
-    """One annotation defect: ``kind`` in {'shape', 'empty', 'overlap', 'disconnected'}."""
-
-    kind: str
-    mask: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.mask} ({self.detail})"
-
-
-@dataclass
-class DSBItem:
-    """One DSB2018 image with its label image and the defects found while building it.
-
-    ``image`` (H, W[, C]) as stored; ``labels`` (H, W) uint16 (uint32 past 65535 nuclei).
-    """
-
-    image_id: str
-    image: np.ndarray
-    labels: np.ndarray
-    defects: list[Defect] = field(default_factory=list)
-
-    @property
-    def n_nuclei(self) -> int:
-        return int(len(np.unique(self.labels)) - (1 if (self.labels == 0).any() else 0))
+#: The record :func:`read_item` returns (one labeled image of any layout).
+DSBItem = LabeledItem
 
 
 def is_dsb2018_item(folder: Path) -> bool:
@@ -111,40 +85,19 @@ def read_masks(root: str | os.PathLike, image_id: str, shape: tuple[int, int]) -
     """
     mask_dir = Path(root) / image_id / "masks"
     files = sorted(p for p in mask_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if mask_dir.is_dir() else []
-    dtype = np.uint16 if len(files) <= 65535 else np.uint32
-    labels = np.zeros(shape, dtype=dtype)
-    defects: list[Defect] = []
-    label = 0
-    eight = np.ones((3, 3), dtype=bool)
+    built = LabelBuilder(tuple(shape), len(files))
     for path in files:
         mask = read_image(path)
         if mask.ndim == 3:
             mask = mask.max(axis=2)
         if mask.shape != tuple(shape):
-            defects.append(Defect("shape", path.name, f"mask {mask.shape} vs image {tuple(shape)}; skipped"))
+            built.defects.append(Defect("shape", path.name, f"mask {mask.shape} vs image {tuple(shape)}; skipped"))
             continue
-        rows, cols = np.nonzero(mask)
-        if rows.size == 0:
-            defects.append(Defect("empty", path.name, "no foreground pixel; skipped"))
-            continue
-        label += 1
-        taken = labels[rows, cols] != 0
-        if taken.any():
-            others = np.unique(labels[rows, cols][taken])
-            defects.append(
-                Defect("overlap", path.name, f"{int(taken.sum())} px already in label(s) {others.tolist()}; kept there")
-            )
-            rows, cols = rows[~taken], cols[~taken]
-        labels[rows, cols] = label
-        r0, r1, c0, c1 = rows.min(initial=0), rows.max(initial=0), cols.min(initial=0), cols.max(initial=0)
-        crop = mask[r0 : r1 + 1, c0 : c1 + 1] > 0
-        n_pieces = ndimage.label(crop, structure=eight)[1]
-        if n_pieces > 1:
-            defects.append(Defect("disconnected", path.name, f"{n_pieces} separate pieces; kept as one label"))
-    return labels, defects
+        built.add(*np.nonzero(mask), path.name)
+    return built.labels, built.defects
 
 
-def read_item(root: str | os.PathLike, image_id: str) -> DSBItem:
+def read_item(root: str | os.PathLike, image_id: str) -> LabeledItem:
     """Read one DSB2018 item (image, label image, defects).
 
     Raises
@@ -154,11 +107,11 @@ def read_item(root: str | os.PathLike, image_id: str) -> DSBItem:
     """
     image = read_image(image_path(root, image_id))
     labels, defects = read_masks(root, image_id, image.shape[:2])
-    return DSBItem(image_id, image, labels, defects)
+    return LabeledItem(image_id, image, labels, defects)
 
 
-def iter_dsb2018(root: str | os.PathLike, image_ids: list[str] | None = None) -> Iterator[DSBItem | Exception]:
-    """Yield a :class:`DSBItem` per ImageId, or the exception that item raised (batch use).
+def iter_dsb2018(root: str | os.PathLike, image_ids: list[str] | None = None) -> Iterator[LabeledItem | Exception]:
+    """Yield a :class:`~nucleiseg.data.items.LabeledItem` per ImageId, or the exception that item raised (batch use).
 
     Raises
     ------

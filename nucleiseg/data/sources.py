@@ -1,7 +1,9 @@
-"""Where images and label images come from: files, flat folders, DSB2018 folders, Kaggle CSVs.
+"""Where images and label images come from: files, flat folders, labeled collections, Kaggle CSVs.
 
-ImageIds are file stems (flat folders, files) or the DSB2018 folder names. An ImageId that could
-escape an output folder (path separators, '..', absolute paths) is rejected.
+ImageIds are file stems (flat folders, files) or a collection's ImageIds
+(:mod:`~nucleiseg.data.layouts`: DSB2018 folder names, or the image file stems of the other
+layouts). An ImageId that could escape an output folder (path separators, '..', absolute paths)
+is rejected.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import numpy as np
 
 from ..errors import NucleisegError
 from ..io import is_side_output
-from .dsb2018 import image_path, is_dsb2018_root, list_image_ids, read_masks
 from .ids import check_image_id
-from .images import IMAGE_SUFFIXES, read_image, read_label_image
+from .images import IMAGE_SUFFIXES, read_label_image
+from .layouts import CELLPOSE_MASKS, open_collection
 from .rle import decode_labels, read_csv_rles
+
+#: Endings of label-image file stems that are dropped to find their ImageId: Cellpose's training
+#: masks and its predictions (``cellpose --save_png`` writes ``<name>_cp_masks.png``).
+LABEL_STEM_SUFFIXES = ("_cp" + CELLPOSE_MASKS, CELLPOSE_MASKS)
 
 
 def bundled_samples_dir() -> Path:
@@ -27,8 +33,9 @@ def bundled_samples_dir() -> Path:
 
 
 def iter_image_paths(inputs: list[Path]) -> Iterator[tuple[str, Path]]:
-    """(ImageId, image path) for each input: an image file, a flat folder of images, or a
-    DSB2018 folder (``<ImageId>/images/<ImageId>.png``), in sorted order within a folder.
+    """(ImageId, image path) for each input: an image file, a labeled collection (its images:
+    see :mod:`~nucleiseg.data.layouts`), or a flat folder of images, in sorted order within a
+    folder.
 
     Raises
     ------
@@ -39,10 +46,12 @@ def iter_image_paths(inputs: list[Path]) -> Iterator[tuple[str, Path]]:
         path = Path(path)
         if path.is_file():
             yield check_image_id(path.stem), path
-        elif is_dsb2018_root(path):
-            for image_id in list_image_ids(path):
-                yield image_id, Path(path) / image_id / "images" / f"{image_id}.png"
         elif path.is_dir():
+            collection = open_collection(path)
+            if collection is not None:
+                for image_id in collection.ids():
+                    yield image_id, _expected_image_path(collection, image_id)
+                continue
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise NucleisegError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
@@ -52,8 +61,26 @@ def iter_image_paths(inputs: list[Path]) -> Iterator[tuple[str, Path]]:
             raise NucleisegError(f"{path}: no such file or folder")
 
 
+def _expected_image_path(collection, image_id: str) -> Path:
+    """The image path, or where it should be when the layout lacks it (reading it then reports
+    the missing file for that image alone)."""
+    try:
+        return collection.image_path(image_id)
+    except NucleisegError:
+        return collection.root / image_id / "images" / f"{image_id}.png"
+
+
+def _label_stem(stem: str) -> str:
+    for suffix in LABEL_STEM_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
 class LabelSource:
-    """Label images by ImageId from a DSB2018 folder, a Kaggle CSV or a folder of label images.
+    """Label images by ImageId from a labeled collection (any layout of
+    :mod:`~nucleiseg.data.layouts`), a Kaggle CSV or a folder of label images (``<ImageId>.tif``
+    or ``.png``; Cellpose's ``<ImageId>_masks`` and ``<ImageId>_cp_masks`` too).
 
     ``ids()`` lists the ImageIds; ``get(image_id, shape=None)`` reads one (H, W) label image;
     ``shape`` is needed for a submission CSV without Height/Width. Raises NucleisegError.
@@ -61,33 +88,27 @@ class LabelSource:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.collection = None
         if self.path.is_file() and self.path.suffix.lower() == ".csv":
             self.kind = "csv"
             self._rles = read_csv_rles(self.path)
             self._ids = sorted(self._rles)
-        elif is_dsb2018_root(self.path):
-            self.kind = "dsb2018"
-            self._ids = list_image_ids(self.path)
+        elif (collection := open_collection(self.path)) is not None:
+            self.kind = collection.layout
+            self.collection = collection
+            self._ids = collection.ids()
         elif self.path.is_dir():
             self.kind = "folder"
             self._files = {}
             for p in sorted(self.path.iterdir()):
                 if p.is_file() and p.suffix.lower() in (".tif", ".tiff", ".png") and not is_side_output(p.name):
-                    self._files.setdefault(p.stem, p)
+                    self._files.setdefault(check_image_id(_label_stem(p.stem)), p)
             self._ids = sorted(self._files)
         else:
-            raise NucleisegError(f"{self.path}: not a CSV, a DSB2018 folder or a folder of label images")
+            raise NucleisegError(f"{self.path}: not a CSV, a labeled collection or a folder of label images")
 
     def ids(self) -> list[str]:
         return list(self._ids)
-
-    def shape(self, image_id: str) -> tuple[int, int] | None:
-        """The (H, W) of ``image_id`` when known without decoding labels."""
-        if self.kind == "csv":
-            return self._rles[image_id]["shape"]
-        if self.kind == "dsb2018":
-            return read_image(image_path(self.path, image_id)).shape[:2]
-        return None
 
     def get(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
         if self.kind == "csv":
@@ -96,7 +117,6 @@ class LabelSource:
             if shape is None:
                 raise NucleisegError(f"{self.path}: size of {image_id} unknown (no Height/Width columns)")
             return decode_labels(entry["rles"], shape, f"{self.path}, {image_id}")
-        if self.kind == "dsb2018":
-            shape = read_image(image_path(self.path, image_id)).shape[:2]
-            return read_masks(self.path, image_id, shape)[0]
+        if self.collection is not None:
+            return self.collection.labels(image_id)
         return read_label_image(self._files[image_id])

@@ -106,6 +106,8 @@ class ValidationRecord:
         The score with the watershed values before tuning (set by tuning).
     ids : list of str
         The validation ImageIds (set at the end of training).
+    per_collection : dict of str to float
+        The mean score per training collection, when there were several.
     """
 
     score: float
@@ -113,14 +115,18 @@ class ValidationRecord:
     step: int | None = None
     score_default_watershed: float | None = None
     ids: list[str] = field(default_factory=list)
+    per_collection: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
+        return {k: v for k, v in asdict(self).items() if v not in (None, [], {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ValidationRecord":
-        parse = {"score": float, "per_modality": lambda m: {str(k): float(v) for k, v in m.items()}, "step": int,
-                 "score_default_watershed": float, "ids": lambda ids: [str(i) for i in ids]}
+        def scores(m: dict) -> dict[str, float]:
+            return {str(k): float(v) for k, v in m.items()}
+
+        parse = {"score": float, "per_modality": scores, "step": int, "score_default_watershed": float,
+                 "ids": lambda ids: [str(i) for i in ids], "per_collection": scores}
         return cls(**{k: parse[k](v) for k, v in d.items() if v is not None})
 
 
@@ -149,6 +155,11 @@ class ModelConfig:
         Wall-clock training time.
     min_area_quantiles : dict of str to int
         Minimum-size candidates of the tuning: quantile of the training nuclei's areas -> pixels.
+    trained_on : list of dict
+        One record per training collection: its provenance (name, licence, source, citation;
+        :class:`~nucleiseg.data.provenance.Provenance`), the folder, its training and validation
+        image counts and its sampling weight. A model trained on a collection is bound by its
+        licence.
     """
 
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -160,10 +171,15 @@ class ModelConfig:
     history: list[dict] = field(default_factory=list)
     training_minutes: float | None = None
     min_area_quantiles: dict[str, int] = field(default_factory=dict)
+    trained_on: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.border_width < 1:
             raise ValueError(f"border_width must be >= 1 pixel, got {self.border_width}")
+
+    def licences(self) -> list[str]:
+        """"name: licence" of every collection the model was trained on (empty when not recorded)."""
+        return [f"{r['name']}: {r['licence']}" for r in self.trained_on]
 
     def replace(self, **changes) -> "ModelConfig":
         """A copy with ``changes`` (this one is frozen)."""
@@ -174,7 +190,7 @@ class ModelConfig:
         d = {"unet": self.unet.to_dict(), "normalization": asdict(self.normalization),
              "watershed": self.watershed.to_dict(), "border_width": self.border_width}
         optional = {"training": self.training, "history": self.history, "training_minutes": self.training_minutes,
-                    "min_area_quantiles": self.min_area_quantiles,
+                    "min_area_quantiles": self.min_area_quantiles, "trained_on": self.trained_on,
                     "validation": self.validation.to_dict() if self.validation else None}
         return d | {k: v for k, v in optional.items() if v not in (None, {}, [])}
 
@@ -191,7 +207,8 @@ class ModelConfig:
         parse = {"unet": UNetConfig.from_dict, "normalization": NormalizationConfig.from_dict,
                  "watershed": WatershedParams.from_dict, "border_width": int, "training": dict,
                  "validation": ValidationRecord.from_dict, "history": lambda h: [dict(x) for x in h],
-                 "training_minutes": float, "min_area_quantiles": lambda q: {str(k): int(v) for k, v in q.items()}}
+                 "training_minutes": float, "min_area_quantiles": lambda q: {str(k): int(v) for k, v in q.items()},
+                 "trained_on": lambda records: [dict(r) for r in records]}
         unknown = set(d) - set(parse)
         if unknown:
             raise ValueError(f"unknown config entries {sorted(unknown)}")

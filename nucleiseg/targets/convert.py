@@ -1,4 +1,5 @@
-"""``nucleiseg convert``: a DSB2018 folder to label images, training arrays and a report.
+"""``nucleiseg convert``: labeled images in any layout of :mod:`nucleiseg.data.layouts` (DSB2018,
+images/ + masks/, Cellpose, Aperio XML) to label images, training arrays and a report.
 
 Output folder layout::
 
@@ -6,6 +7,8 @@ Output folder layout::
     DST/train/<ImageId>.npz    what ``nucleiseg train`` reads: ``image`` (as stored),
                                ``labels`` (H, W) and ``classes`` (H, W) uint8 3-class target
     DST/report.csv             one row per image: size, modality, nucleus count, defects, status
+    DST/provenance.json        what it was made from, under which licence
+                               (:mod:`nucleiseg.data.provenance`), the layout, the counts
 
 Every file is written atomically; an image that fails is reported and the rest go on.
 """
@@ -13,14 +16,16 @@ Every file is written atomically; an image that fails is reported and the rest g
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from ..data.dsb2018 import iter_dsb2018, list_image_ids
 from ..data.images import read_label_image
+from ..data.layouts import require_collection
+from ..data.provenance import PROVENANCE_FILE, Provenance, identify
 from ..data.rle import write_submission
 from ..data.split import modality
 from ..errors import NucleisegError
@@ -55,27 +60,32 @@ def save_training_arrays(path: str | os.PathLike, image: np.ndarray, labels: np.
     atomic_write(path, _write)
 
 
-def convert_dsb2018(
+def convert_collection(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     border_width: int = DEFAULT_BORDER_WIDTH,
     to_rle: str | os.PathLike | None = None,
     progress: Progress = no_progress,
+    name: str | None = None,
+    licence: str | None = None,
 ) -> list[ConvertRow]:
-    """Convert a DSB2018 root folder (see module docstring). Returns the report rows.
+    """Convert the labeled images in ``src`` (see module docstring). Returns the report rows.
 
-    ``progress`` wraps the per-image loop (see :mod:`nucleiseg.progress`).
+    ``name`` and ``licence`` state the collection's provenance (by default: recognised, or
+    unknown; :func:`nucleiseg.data.provenance.identify`). ``progress`` wraps the per-image loop
+    (see :mod:`nucleiseg.progress`).
 
     Raises
     ------
     AnnotationError
-        if ``src`` is not a DSB2018 folder (single images failing are reported, not raised).
+        if ``src`` holds no known layout (single images failing are reported, not raised).
     """
     dst = Path(dst)
+    collection = require_collection(src)
     rows: list[ConvertRow] = []
     converted: list[tuple[str, Path]] = []
-    ids = list_image_ids(src)
-    for image_id, item in zip(ids, progress(iter_dsb2018(src, ids), len(ids), "convert")):
+    ids = collection.ids()
+    for image_id, item in zip(ids, progress(collection.items(ids), len(ids), "convert")):
         if isinstance(item, NucleisegError):
             rows.append(ConvertRow(image_id, "failed", defects=str(item)))
             continue
@@ -88,9 +98,20 @@ def convert_dsb2018(
             ConvertRow(image_id, "ok", h, w, modality(item.image), item.n_nuclei, "; ".join(map(str, item.defects)))
         )
     write_report(dst / "report.csv", rows)
+    write_provenance(dst, identify(src, ids, name, licence), collection.layout, rows)
     if to_rle is not None:
         write_submission(to_rle, ((i, read_label_image(p)) for i, p in converted))
     return rows
+
+
+def write_provenance(dst: Path, provenance: Provenance, layout: str, rows: list[ConvertRow]) -> None:
+    """Write ``dst/provenance.json`` atomically: the provenance, the source layout and the counts."""
+    from .. import __version__
+
+    ok = [r for r in rows if r.status == "ok"]
+    record = {"provenance": provenance.to_dict(), "layout": layout, "images": len(ok),
+              "nuclei": sum(r.n_nuclei for r in ok), "converted_by": f"nucleiseg {__version__}"}
+    atomic_write(dst / PROVENANCE_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
 
 
 def write_report(path: Path, rows: list[ConvertRow]) -> None:

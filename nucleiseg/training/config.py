@@ -79,6 +79,9 @@ class TrainConfig:
         Tune the watershed values on the validation split at the end.
     sync_bn : bool
         SyncBatchNorm across processes (under torchrun).
+    collection_weights : tuple of float
+        With several DATA collections: how often each is drawn, relative to the others, in the
+        order given (none given: all alike, whatever their sizes).
     """
 
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -105,9 +108,13 @@ class TrainConfig:
     ema: float = 0.0
     tune: bool = True
     sync_bn: bool = False
+    collection_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))
+        object.__setattr__(self, "collection_weights", tuple(float(w) for w in self.collection_weights))
+        if any(not w > 0 for w in self.collection_weights):
+            raise NucleisegError(f"collection weights must be > 0, got {self.collection_weights}")
         for name, allowed in choices().items():
             if getattr(self, name) not in allowed:
                 raise NucleisegError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

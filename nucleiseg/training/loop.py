@@ -33,9 +33,9 @@ from . import ddp
 from .augment import sample_batch
 from .config import TrainConfig
 from .loss import SegmentationLoss
-from .samples import Sample, add_weight_maps, load_samples, sampling_weights, split_samples
+from .samples import Sample, add_weight_maps, load_collections, sampling_weights
 from .state import Budget, Clock, TrainingState
-from .validation import tune_model, validate
+from .validation import ValidationScore, collection_scores, tune_model, validate
 
 logger = logging.getLogger(__name__)
 
@@ -113,40 +113,46 @@ def _checkpoint(state: TrainingState, predictor: Predictor, val_set: list[Sample
     from ..figures import training_curve
 
     predictor.model.eval()
-    score, per_mod = validate(predictor, val_set, WatershedParams(), ctx)  # rank 0's network, on every rank
+    score, per_mod, per_collection = validate(predictor, val_set, WatershedParams(), ctx)  # rank 0's network, on every rank
+    per_collection = collection_scores(ValidationScore(score, per_mod, per_collection))
     state.history.append({"step": state.step, "minutes": minutes, "loss": state.loss_avg, "val_score": score,
-                          "val_per_modality": per_mod})
+                          "val_per_modality": per_mod} | ({"val_per_collection": per_collection} if per_collection else {}))
     log(f"step {state.step} ({minutes:.1f} min) loss {state.loss_avg:.4f} val DSB {score:.4f} "
-        + " ".join(f"{m} {v:.3f}" for m, v in per_mod.items()))
+        + " ".join(f"{m} {v:.3f}" for m, v in {**per_mod, **per_collection}.items()))
     if score > state.best_score:
         state.best_score = score
         if ctx.is_main:
             save_model_file(out, predictor.model, predictor.config.replace(
-                validation=ValidationRecord(score, per_mod, state.step)))
+                validation=ValidationRecord(score, per_mod, state.step, per_collection=per_collection)))
     if ctx.is_main:
         state.save(resume_path(out))
         training_curve(out.with_name(out.name + ".curve.png"), state.history)
 
 
-def _record(cfg: TrainConfig, data: str | Path, train_set: list[Sample], val_set: list[Sample],
-            device: torch.device, ctx: ddp.DistContext) -> ModelConfig:
+def _record(cfg: TrainConfig, paths: list[Path], train_set: list[Sample], val_set: list[Sample],
+            trained_on: list[dict], device: torch.device, ctx: ddp.DistContext) -> ModelConfig:
     """The model-file configuration of a checkpoint of this run (before validation and tuning)."""
-    training = {**asdict(cfg), "features": list(cfg.features), "data": str(data), "n_train": len(train_set),
-                "n_validation": len(val_set), "device": str(device), "processes": ctx.world_size}
+    data = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+    training = {**asdict(cfg), "features": list(cfg.features), "collection_weights": list(cfg.collection_weights),
+                "data": data, "n_train": len(train_set), "n_validation": len(val_set), "device": str(device),
+                "processes": ctx.world_size}
     return ModelConfig(normalization=NormalizationConfig(cfg.p_low, cfg.p_high), border_width=cfg.border_width,
-                       training=training)
+                       training=training, trained_on=trained_on)
 
 
-def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.device | str = "auto",
+def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig, device: torch.device | str = "auto",
           resume: bool = False, progress: Progress = no_progress) -> ModelConfig | None:
-    """Train on ``data`` and write the best model to ``out``; return its configuration.
+    """Train on ``data`` (one collection, or a list of them: converted folders or labeled images
+    in any known layout) and write the best model to ``out``; return its configuration.
 
     ``cfg`` is not changed (without a budget the run takes :data:`~nucleiseg.training.config.DEFAULT_EPOCHS`).
     ``device``: 'auto' (CUDA when available), 'cpu', 'cuda' or a ``torch.device``.
     ``resume`` continues from ``<out>.resume.pt`` when it exists. Launched by ``torchrun``
     (WORLD_SIZE > 1), trains with DistributedDataParallel (:mod:`~nucleiseg.training.ddp`): only
     rank 0 logs and writes files, the validation images are shared out among the ranks and their
-    scores gathered, and ranks other than 0 return None without tuning.
+    scores gathered, and ranks other than 0 return None without tuning. With several
+    collections, each is drawn as often as ``cfg.collection_weights`` says and validated apart
+    (:mod:`~nucleiseg.training.samples`, :class:`~nucleiseg.training.validation.ValidationScore`).
 
     Raises
     ------
@@ -160,18 +166,24 @@ def train(data: str | Path, out: str | Path, cfg: TrainConfig, device: torch.dev
     else:
         log = logger.info
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    train_set, val_set = split_samples(load_samples(data, cfg.border_width, cfg.p_low, cfg.p_high))
+    paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    train_set, val_set, trained_on = load_collections(paths, cfg.border_width, cfg.p_low, cfg.p_high,
+                                                      cfg.collection_weights)
     if cfg.weight_map:
         add_weight_maps(train_set, cfg.w0, cfg.sigma)
+    for r in trained_on if len(trained_on) > 1 else []:
+        log(f"{r['name']} ({r['licence']}): {r['n_train']} training and {r['n_validation']} validation images, "
+            f"drawn with weight {r['weight']:g}")
     log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}"
         + (f"; {ctx.world_size} processes (DistributedDataParallel, batch {cfg.batch_size} each)" if ctx.active else ""))
     budget, state = Budget.of(cfg, len(train_set)), TrainingState.new(cfg, device, ctx)
     if resume and resume_path(out).is_file():
         state.load(resume_path(out), device, cfg.seed, ctx)
         log(f"resumed from {resume_path(out)} at step {state.step} ({state.elapsed / 60:.1f} min)")
-    net, weights = ddp.wrap(state.model, ctx, device, cfg.sync_bn), sampling_weights(train_set, cfg.sampling)
+    weights = sampling_weights(train_set, cfg.sampling, {r["name"]: r["weight"] for r in trained_on})
+    net = ddp.wrap(state.model, ctx, device, cfg.sync_bn)
     batches = ddp.RankBatches(weights, cfg.batch_size, ctx, cfg.seed) if ctx.active else None
-    predictor = Predictor(state.eval_model, _record(cfg, data, train_set, val_set, device, ctx), device,
+    predictor = Predictor(state.eval_model, _record(cfg, paths, train_set, val_set, trained_on, device, ctx), device,
                           channels_last=False)  # leave the trained weights' layout alone
     loss_fn, clock = SegmentationLoss(cfg.border_weight, cfg.dice_weight, device), Clock(state.elapsed)
     done = budget.progress(state.step, state.elapsed) >= 1.0
@@ -212,7 +224,8 @@ def _finish(out: Path, cfg: TrainConfig, state: TrainingState, train_set: list[S
     final = best.config.replace(history=state.history, training_minutes=state.elapsed / 60,
                                 training={**best.config.training, "steps_done": state.step},
                                 validation=ValidationRecord(v.score, v.per_modality, v.step,
-                                                            ids=sorted(s.image_id for s in val_set)))
+                                                            ids=sorted(s.image_id for s in val_set),
+                                                            per_collection=v.per_collection))
     if cfg.tune:
         final = tune_model(Predictor(best.model, final, device), train_set, val_set)
     save_model_file(out, best.model, final)

@@ -8,6 +8,7 @@ are quantiles of the *training* nuclei's areas, so the chosen size is learned fr
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, NamedTuple
 
 import numpy as np
@@ -25,27 +26,38 @@ MIN_AREA_QUANTILES = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
 
 
 class ValidationScore(NamedTuple):
-    """Mean DSB2018 score over images, and the same mean per modality."""
+    """Validation DSB2018 score, and the same per image modality and per collection.
+
+    ``score`` is the mean over images when they come from one collection; with several, it is
+    the mean of the collections' means, so a small collection counts as much as a large one.
+    """
 
     score: float
     per_modality: dict[str, float]
+    per_collection: dict[str, float]
 
 
-def summarize(scores: Iterable[tuple[str, float]]) -> ValidationScore:
-    """The :class:`ValidationScore` of (modality, image score) pairs."""
+def summarize(scores: Iterable[tuple[str, str, float]]) -> ValidationScore:
+    """The :class:`ValidationScore` of (collection, modality, image score) triples."""
     scores = list(scores)
-    by_mod: dict[str, list[float]] = {}
-    for m, v in scores:
-        by_mod.setdefault(m, []).append(v)
-    return ValidationScore(float(np.mean([v for _, v in scores])),
-                           {m: float(np.mean(v)) for m, v in sorted(by_mod.items())})
+
+    def means(key: int) -> dict[str, float]:
+        groups: dict[str, list[float]] = {}
+        for triple in scores:
+            groups.setdefault(triple[key], []).append(triple[2])
+        return {k: float(np.mean(v)) for k, v in sorted(groups.items())}
+
+    per_collection = means(0)
+    overall = (float(np.mean([v for *_, v in scores])) if len(per_collection) == 1
+               else float(np.mean(list(per_collection.values()))))
+    return ValidationScore(overall, means(1), per_collection)
 
 
 def image_scores(probabilities: Iterable[np.ndarray], samples: list[Sample], params: WatershedParams
-                 ) -> list[tuple[str, float]]:
-    """(modality, DSB score) of each sample's watershed labels of its probabilities ((3, H, W)
-    each, in the samples' order)."""
-    return [(s.modality, dsb_score(s.labels, probabilities_to_labels(p, params)))
+                 ) -> list[tuple[str, str, float]]:
+    """(collection, modality, DSB score) of each sample's watershed labels of its probabilities
+    ((3, H, W) each, in the samples' order)."""
+    return [(s.collection, s.modality, dsb_score(s.labels, probabilities_to_labels(p, params)))
             for p, s in zip(probabilities, samples)]
 
 
@@ -82,7 +94,8 @@ def min_area_candidates(samples: list[Sample], quantiles: Iterable[float] = MIN_
 def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample], min_areas: Iterable[int] = (0, 10, 20, 40),
                    markers: Iterable[float] = MARKER_THRESHOLDS, masks: Iterable[float] = MASK_THRESHOLDS,
                    ) -> tuple[WatershedParams, float]:
-    """Grid-search marker / mask thresholds and minimum area (pixels) for the best mean DSB score.
+    """Grid-search marker / mask thresholds and minimum area (pixels) for the best mean DSB score
+    (over images; with several collections, the mean of their means, as :class:`ValidationScore`).
 
     One watershed per image and (marker, mask) pair; the minimum areas are then applied to its
     labels (:func:`~nucleiseg.postprocess.drop_small_objects`: dropping small objects does not
@@ -91,20 +104,27 @@ def tune_watershed(probabilities: list[np.ndarray], samples: list[Sample], min_a
     grid point.
     """
     min_areas = sorted(set(int(a) for a in min_areas))
+    sizes = Counter(s.collection for s in samples)  # several collections: the mean of their means
+    weights = [1.0 / (len(sizes) * sizes[s.collection]) for s in samples] if len(sizes) > 1 else [1.0] * len(samples)
     best = (WatershedParams(), -1.0)
     for marker in markers:
         for mask in masks:
             totals = np.zeros(len(min_areas))
-            for p, s in zip(probabilities, samples):
+            for p, s, weight in zip(probabilities, samples, weights):
                 labels = probabilities_to_labels(p, WatershedParams(marker, mask, 0))
                 areas = np.bincount(labels.ravel())
                 for j, min_area in enumerate(min_areas):
-                    totals[j] += dsb_score(s.labels, drop_small_objects(labels, min_area, areas))
+                    totals[j] += weight * dsb_score(s.labels, drop_small_objects(labels, min_area, areas))
             for j, min_area in enumerate(min_areas):
-                score = totals[j] / max(len(samples), 1)
+                score = totals[j] if len(sizes) > 1 else totals[j] / max(len(samples), 1)
                 if score > best[1]:
                     best = (WatershedParams(marker, mask, min_area), float(score))
     return best
+
+
+def collection_scores(score: ValidationScore) -> dict[str, float]:
+    """The per-collection scores to record: none when there is only one collection."""
+    return score.per_collection if len(score.per_collection) > 1 else {}
 
 
 def tune_model(predictor, train_set: list[Sample], val_set: list[Sample]) -> ModelConfig:
@@ -123,6 +143,6 @@ def tune_model(predictor, train_set: list[Sample], val_set: list[Sample]) -> Mod
     after = score_probabilities(probabilities, val_set, tuned)  # the same probabilities, no second pass
     old = predictor.config.validation
     validation = ValidationRecord(after.score, after.per_modality, old.step if old else None, before.score,
-                                  sorted(s.image_id for s in val_set))
+                                  sorted(s.image_id for s in val_set), collection_scores(after))
     return predictor.config.replace(watershed=tuned, validation=validation,
                                     min_area_quantiles={str(q): a for q, a in candidates.items()})
