@@ -231,5 +231,6 @@ def _finish(out: Path, cfg: TrainConfig, state: TrainingState, train_set: list[S
     save_model_file(out, best.model, final)
     v = final.validation
     log(f"best checkpoint: step {v.step}, watershed {final.watershed.to_dict()}{'' if cfg.tune else ' (not tuned)'}, "
-        f"validation DSB {v.score:.4f} " + " ".join(f"{m} {x:.3f}" for m, x in v.per_modality.items()))
+        f"validation DSB {v.score:.4f} " + " ".join(f"{m} {x:.3f}" for m, x in {**v.per_modality,
+                                                                                **v.per_collection}.items()))
     return final
