@@ -1,4 +1,4 @@
-"""Training-recipe study: which choices raise the validation DSB score per CPU-minute.
+"""Training-recipe studies: which choices raise the validation DSB score per CPU-minute.
 
 Each variant is the default ``nucleiseg train`` recipe with one thing changed, trained on the
 same data for the same CPU time: ``--steps BASE_STEPS x cost``, where ``cost`` is the variant's
@@ -8,10 +8,14 @@ runs go two at a time, one thread each (``OMP_NUM_THREADS=1``), so they do not s
 Every run validates every ``BASE_STEPS / 2`` steps on the fixed 101-image split, keeps the best
 checkpoint and tunes its watershed there, exactly as the bundled model was made.
 
-    python benchmarks/bench_recipe.py DATA OUTDIR [--steps 600] [--only NAME,NAME] [--jobs 2]
+    python benchmarks/bench_recipe.py DATA [DATA ...] OUTDIR [--study recipe|shift] [--steps 600]
+                                      [--only NAME,NAME] [--jobs 2]
     python benchmarks/bench_recipe.py DATA OUTDIR --report      # the table of the finished runs
 
-DATA is a ``nucleiseg convert`` folder of stage1_train. Writes OUTDIR/<variant>.pt (and the
+Studies: ``recipe`` (issue 4; DATA a ``nucleiseg convert`` folder of stage1_train) and ``shift``
+(issue 14, what holds up on unseen sources; DATA the stage1_train and MoNuSeg 2018 train
+collections, validated apart). The first variant of a study and its ``-seedN`` copies are the
+reference whose spread is the run-to-run noise. Writes OUTDIR/<variant>.pt (and the
 training logs), OUTDIR/results.jsonl (one JSON object per finished variant) and prints the
 Markdown table recorded in benchmarks/README.md. A variant whose model file already exists is
 not trained again, so an interrupted study resumes where it stopped.
@@ -29,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 # name: (what changes, extra `nucleiseg train` options, relative cost of one step)
-VARIANTS: dict[str, tuple[str, list[str], float]] = {
+RECIPE: dict[str, tuple[str, list[str], float]] = {
     "default": ("default recipe (bundled model's)", [], 1.0),
     "default-seed1": ("default recipe, seed 1 (run-to-run spread)", ["--seed", "1"], 1.0),
     "default-seed2": ("default recipe, seed 2 (run-to-run spread)", ["--seed", "2"], 1.0),
@@ -50,14 +54,27 @@ VARIANTS: dict[str, tuple[str, list[str], float]] = {
 }
 
 
-def run_variant(name: str, data: Path, outdir: Path, base_steps: int) -> dict:
+SHIFT: dict[str, tuple[str, list[str], float]] = {
+    "gray": ("gray input (the bundled model's)", [], 1.0),
+    "gray-seed1": ("gray input, seed 1 (run-to-run spread)", ["--seed", "1"], 1.0),
+    "gray+haematoxylin": ("gray + haematoxylin input", ["--input-channels", "gray+haematoxylin"], 1.0),
+    "gray+haematoxylin-seed1": ("gray + haematoxylin input, seed 1", ["--input-channels", "gray+haematoxylin",
+                                                                     "--seed", "1"], 1.0),
+    "rgb": ("RGB input", ["--input-channels", "rgb"], 1.0),
+    "rgb-seed1": ("RGB input, seed 1", ["--input-channels", "rgb", "--seed", "1"], 1.0),
+}
+
+STUDIES = {"recipe": RECIPE, "shift": SHIFT}
+
+
+def run_variant(name: str, variants: dict, data: list[Path], outdir: Path, base_steps: int) -> dict:
     """Train one variant in a subprocess on one thread; return its summary (plain data)."""
-    what, extra, cost = VARIANTS[name]
+    what, extra, cost = variants[name]
     model = outdir / f"{name}.pt"
     steps = max(1, round(base_steps / cost))
     if not model.exists():
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "nucleiseg", "-q", "train", str(data), "--out", str(model), "--steps", str(steps),
+        cmd = [sys.executable, "-m", "nucleiseg", "-q", "train", *map(str, data), "--out", str(model), "--steps", str(steps),
                "--val-every", str(max(1, steps // 2)), "--device", "cpu", *extra]
         t0 = time.perf_counter()
         with open(outdir / f"{name}.log", "w") as log:
@@ -72,50 +89,57 @@ def run_variant(name: str, data: Path, outdir: Path, base_steps: int) -> dict:
     return {"name": name, "what": what, "options": " ".join(extra), "cost": cost, "steps": steps,
             "train_minutes": config.training_minutes, "wall_minutes": wall / 60, "best_step": v.step,
             "score": v.score, "score_untuned": v.score_default_watershed, "per_modality": v.per_modality,
+            "per_collection": v.per_collection,
             "watershed": config.watershed.to_dict()}
 
 
-def table(rows: list[dict]) -> str:
-    """Markdown table, best tuned score first; deltas against the mean of the default-recipe runs
-    (one per seed), whose spread is the run-to-run noise."""
-    base = [r["score"] for r in rows if r["name"].startswith("default")]
+def table(rows: list[dict], reference: str) -> str:
+    """Markdown table, best tuned score first; deltas against the mean of the ``reference`` runs
+    (one per seed), whose spread is the run-to-run noise; a column per validation collection."""
+    base = [r["score"] for r in rows if r["name"] == reference or r["name"].startswith(reference + "-seed")]
     mean = sum(base) / len(base) if base else float("nan")
-    lines = [f"Default recipe: mean {mean:.4f} over {len(base)} seed(s), range {min(base, default=0):.4f} - "
+    collections = sorted({c for r in rows for c in r.get("per_collection", {})})
+    lines = [f"Reference ({reference}): mean {mean:.4f} over {len(base)} seed(s), range {min(base, default=0):.4f} - "
              f"{max(base, default=0):.4f}.", "",
-             "| variant | steps | minutes | val DSB (tuned) | vs default mean | untuned | fluorescence | histology "
-             "| brightfield |", "|---|---|---|---|---|---|---|---|---|"]
+             "| variant | steps | minutes | val DSB (tuned) | vs reference | untuned | "
+             + "".join(f"{c} | " for c in collections) + "fluorescence | histology | brightfield |",
+             "|" + "---|" * (9 + len(collections))]
     for r in sorted(rows, key=lambda r: -r["score"]):
-        pm = r["per_modality"]
+        pm, pc = r["per_modality"], r.get("per_collection", {})
         lines.append(f"| {r['what']} | {r['steps']} | {r['train_minutes']:.1f} | {r['score']:.4f} | "
-                     f"{r['score'] - mean:+.4f} | {r['score_untuned']:.4f} | {pm.get('fluorescence', float('nan')):.3f} | "
-                     f"{pm.get('histology', float('nan')):.3f} | {pm.get('brightfield', float('nan')):.3f} |")
+                     f"{r['score'] - mean:+.4f} | {r['score_untuned']:.4f} | "
+                     + "".join(f"{pc.get(c, float('nan')):.3f} | " for c in collections)
+                     + f"{pm.get('fluorescence', float('nan')):.3f} | {pm.get('histology', float('nan')):.3f} | "
+                     f"{pm.get('brightfield', float('nan')):.3f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data", type=Path)
+    ap.add_argument("data", type=Path, nargs="+", help="the collection(s) to train on")
     ap.add_argument("outdir", type=Path)
+    ap.add_argument("--study", choices=sorted(STUDIES), default="recipe", help="which variants (default recipe)")
     ap.add_argument("--steps", type=int, default=600, help="steps of the default recipe; others get steps / cost")
     ap.add_argument("--only", help="comma-separated variant names (default: all, in the order listed)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     ap.add_argument("--report", action="store_true", help="only print the table of OUTDIR/results.jsonl")
     args = ap.parse_args()
+    variants = STUDIES[args.study]
     if args.report:
         latest = {}
         for line in (args.outdir / "results.jsonl").read_text().splitlines():
             row = json.loads(line)
             latest[row["name"]] = row
-        print(table(list(latest.values())))
+        print(table(list(latest.values()), next(iter(variants))))
         return
-    names = args.only.split(",") if args.only else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
+    names = args.only.split(",") if args.only else list(variants)
+    unknown = [n for n in names if n not in variants]
     if unknown:
-        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(variants)}")
     args.outdir.mkdir(parents=True, exist_ok=True)
     rows = []
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_variant, n, args.data, args.outdir, args.steps): n for n in names}
+        futures = {pool.submit(run_variant, n, variants, args.data, args.outdir, args.steps): n for n in names}
         for future in as_completed(futures):
             try:
                 row = future.result()
@@ -127,7 +151,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"{row['name']}: val DSB {row['score']:.4f} (untuned {row['score_untuned']:.4f}), "
                   f"{row['steps']} steps, {row['train_minutes']:.1f} min", flush=True)
-    print(table(rows))
+    print(table(rows, next(iter(variants))))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@ Each rule is written here once:
 - **normalisation**: percentiles ``p_low`` / ``p_high`` of the gray image map to 0 / 1, clipped,
   and the result is inverted when its median is above 0.5 (light background: brightfield, H&E),
   so nuclei are bright on dark as in fluorescence;
+- **network input** (:func:`network_input`): one of :data:`INPUT_CHANNELS`. ``"gray"`` is the
+  normalised gray image alone; ``"gray+haematoxylin"`` adds a nuclear-stain channel, the
+  haematoxylin channel of the colour deconvolution (Ruifrok & Johnston, Anal. Quant. Cytol.
+  Histol. 23(4), 2001; ``skimage.color.rgb2hed``) percentile-stretched, for colour images, and the
+  normalised gray image again for the others (fluorescent nuclear stains and brightfield are
+  already a nuclear signal); ``"rgb"`` keeps colour: each channel stretched with the gray image's
+  percentiles and inverted with it (gray images give three equal channels);
 - **padding**: an array is padded at its bottom and right by mirroring (NumPy ``reflect``,
   PyTorch ``reflect``) where the padding is smaller than the array, else by repeating the edge
   (NumPy ``edge``, PyTorch ``replicate``); the U-Net pads its input to a multiple of
@@ -16,9 +23,16 @@ Each rule is written here once:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
+
+InputChannels = Literal["gray", "gray+haematoxylin", "rgb"]
+#: What the network is given (see the module docstring).
+INPUT_CHANNELS: tuple[str, ...] = get_args(InputChannels)
+
+#: Mean channel spread (gray levels of 255) above which an image counts as colour (H&E-like).
+COLOUR_SPREAD = 12.0
 
 
 def drop_alpha(image: np.ndarray) -> np.ndarray:
@@ -97,6 +111,79 @@ def apply_normalization(image: np.ndarray, params: NormalizationParams) -> np.nd
     if invert:
         out = 1.0 - out
     return out.astype(np.float32)
+
+
+def is_colour(image: np.ndarray) -> bool:
+    """Whether ``image`` carries colour: 3 or 4 channels whose mean spread (max - min over R, G, B,
+    on a 0..255 scale) exceeds :data:`COLOUR_SPREAD`, as stained tissue does."""
+    rgb = drop_alpha(image)
+    if rgb.ndim != 3:
+        return False
+    rgb = rgb.astype(np.float32)
+    scale = 255.0 / max(float(rgb.max()), 1.0) if rgb.max() > 255 else 1.0
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean()) * scale > COLOUR_SPREAD
+
+
+def input_channel_count(channels: InputChannels) -> int:
+    """Channels the network takes for ``channels``."""
+    return {"gray": 1, "gray+haematoxylin": 2, "rgb": 3}[channels]
+
+
+class InputParams(NamedTuple):
+    """What :func:`apply_input` does to one image: the gray normalisation, and for colour images
+    the haematoxylin channel's (low, high) stretch."""
+
+    gray: NormalizationParams
+    colour: bool
+    haematoxylin: tuple[float, float] | None = None
+
+
+def _haematoxylin(image: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2hed
+
+    rgb = drop_alpha(image)[..., :3].astype(np.float32)
+    return rgb2hed(rgb / max(float(rgb.max()), 1.0))[..., 0].astype(np.float32)
+
+
+def input_params(image: np.ndarray, channels: InputChannels = "gray", p_low: float = 1.0, p_high: float = 99.8,
+                 max_pixels: int | None = None) -> InputParams:
+    """The :class:`InputParams` of ``image`` for ``channels``, measured (like
+    :func:`normalization_params`) on a subsample of at most ``max_pixels`` pixels when given."""
+    gray = normalization_params(image, p_low, p_high, max_pixels)
+    h, w = image.shape[:2]
+    step = 1 if not max_pixels or h * w <= max_pixels else int(np.ceil(np.sqrt(h * w / max_pixels)))
+    colour = channels != "gray" and is_colour(image[::step, ::step])
+    stretch = None
+    if colour and channels == "gray+haematoxylin":
+        stretch = tuple(float(v) for v in np.percentile(_haematoxylin(image[::step, ::step]), [p_low, p_high]))
+    return InputParams(gray, colour, stretch)
+
+
+def apply_input(image: np.ndarray, params: InputParams, channels: InputChannels = "gray") -> np.ndarray:
+    """The network input of ``image`` with ``params``: (C, H, W) float32 in [0, 1], C from
+    :func:`input_channel_count` (see the module docstring)."""
+    gray = apply_normalization(image, params.gray)
+    if channels == "gray":
+        return gray[None]
+    if channels == "gray+haematoxylin":
+        if not params.colour:
+            return np.stack([gray, gray])
+        lo, hi = params.haematoxylin
+        stain = np.clip((_haematoxylin(image) - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+        return np.stack([gray, stain])
+    if not params.colour:
+        return np.stack([gray] * 3)
+    lo, hi, invert = params.gray
+    rgb = drop_alpha(image)[..., :3].astype(np.float32)
+    out = np.clip((np.moveaxis(rgb, -1, 0) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return (1.0 - out if invert else out).astype(np.float32)
+
+
+def network_input(image: np.ndarray, channels: InputChannels = "gray", p_low: float = 1.0,
+                  p_high: float = 99.8) -> np.ndarray:
+    """What the network is given for ``image`` ((H, W) or (H, W, C), C in 1..4, any numeric
+    dtype): (C, H, W) float32 in [0, 1] (see the module docstring)."""
+    return apply_input(image, input_params(image, channels, p_low, p_high), channels)
 
 
 def dihedral(array: np.ndarray, k: int) -> np.ndarray:

@@ -169,3 +169,56 @@ def test_read_jpeg_bmp_tiff(tmp_path, suffix):
     got = read_image(path)
     assert got.shape == (12, 10, 3)
     assert abs(int(got[5, 5, 0]) - 200) <= 3 and abs(int(got[5, 5, 2]) - 40) <= 3  # RGB order kept
+
+
+def test_network_input_channels(sample_ids):
+    from skimage.color import rgb2hed
+
+    from nucleiseg.data.sources import bundled_samples_dir
+    from nucleiseg.transforms import input_channel_count, is_colour, network_input
+
+    by_id = {i: read_image(bundled_samples_dir() / "images" / f"{i}.png") for i in sample_ids}
+    colour = next(img for img in by_id.values() if is_colour(img))  # an H&E sample
+    gray = next(img for img in by_id.values() if not is_colour(img))  # a fluorescence sample
+    for channels in ("gray", "gray+haematoxylin", "rgb"):
+        for image in (colour, gray):
+            x = network_input(image, channels)
+            assert x.shape == (input_channel_count(channels),) + image.shape[:2] and x.dtype == np.float32
+            assert x.min() >= 0 and x.max() <= 1
+            if channels != "rgb":  # the first channel is always the normalised gray image
+                np.testing.assert_array_equal(x[0], normalize_image(image))
+    # gray images: the extra channels repeat the normalised gray image (a nuclear signal already)
+    np.testing.assert_array_equal(network_input(gray, "gray+haematoxylin")[1], normalize_image(gray))
+    np.testing.assert_array_equal(network_input(gray, "rgb"), np.stack([normalize_image(gray)] * 3))
+    # colour images: the haematoxylin channel of the colour deconvolution, stretched at 1 / 99.8 %
+    h = rgb2hed(colour[..., :3] / 255.0)[..., 0]
+    lo, hi = np.percentile(h, [1.0, 99.8])
+    np.testing.assert_allclose(network_input(colour, "gray+haematoxylin")[1], np.clip((h - lo) / (hi - lo), 0, 1),
+                               atol=1e-5)
+    # rgb keeps colour: inverted with the gray image (light background), so the channels differ
+    rgb = network_input(colour, "rgb")
+    assert not np.allclose(rgb[0], rgb[1]) and rgb.mean(axis=(1, 2)).max() < 0.6
+
+
+def test_train_and_predict_with_colour_input(tmp_path, small_dsb, sample_ids):
+    """A model taking gray + haematoxylin: its file says so, and whole-image, tiled and block-wise
+    prediction all feed it two channels."""
+    from nucleiseg.data.sources import bundled_samples_dir
+    from nucleiseg.inference.blockwise import predict_blockwise
+    from nucleiseg.inference.predictor import Predictor
+    from nucleiseg.training.config import TrainConfig
+    from nucleiseg.training.loop import train
+
+    cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=2, val_every=2, tune=False,
+                      input_channels="gray+haematoxylin")
+    config = train(small_dsb, tmp_path / "m.pt", cfg, "cpu")
+    assert config.normalization.channels == "gray+haematoxylin" and config.unet.in_channels == 2
+    model, back = read_model_file(tmp_path / "m.pt")
+    assert back.normalization.channels == "gray+haematoxylin" and model.inc[0].in_channels == 2
+    image = read_image(bundled_samples_dir() / "images" / f"{sample_ids[0]}.png")  # colour, 256 x 320
+    predictor = Predictor(model, back, torch.device("cpu"))
+    whole = predictor.predict_probabilities(image)
+    tiled = Predictor(model, back, torch.device("cpu"), tile_size=128, overlap=32).predict_probabilities(image)
+    assert whole.shape == tiled.shape == (3, 256, 320) and np.abs(whole - tiled).mean() < 0.05
+    labels, stats = predict_blockwise(predictor, image, block_size=160, halo=32)
+    assert labels.shape == (256, 320) and stats.blocks == 4

@@ -70,7 +70,7 @@ def tune(data: tuple[Path, ...], model: Path | None, out: Path, device: str) -> 
     predictor = Predictor.from_file(model, device)
     norm = predictor.config.normalization
     train_set, val_set, _ = load_collections(list(data), predictor.config.border_width, norm.p_low, norm.p_high,
-                                             progress=progress_bar())
+                                             progress=progress_bar(), channels=norm.channels)
     tuned = tune_model(predictor, train_set, val_set)
     save_model_file(out, predictor.model, tuned)
     v = tuned.validation

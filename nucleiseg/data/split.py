@@ -2,8 +2,8 @@
 
 Modality (a heuristic on the stored image, used for stratifying and for per-modality scores):
 
-- ``histology``: coloured image (mean |max - min| over RGB channels above 12 grey levels of 255),
-  e.g. H&E stained tissue with purple nuclei on pink or white;
+- ``histology``: coloured image (:func:`nucleiseg.transforms.is_colour`: mean |max - min| over
+  RGB channels above 12 grey levels of 255), e.g. H&E stained tissue with purple nuclei on pink;
 - ``brightfield``: grey image whose median is above the middle of its range (light background);
 - ``fluorescence``: grey image with a dark background (the majority of DSB2018).
 
@@ -22,7 +22,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..transforms import drop_alpha, to_gray_float
+from ..transforms import is_colour, to_gray_float
 
 MODALITIES = ("fluorescence", "brightfield", "histology")
 
@@ -32,12 +32,9 @@ def modality(image: np.ndarray) -> str:
 
     ``image`` (H, W) or (H, W, C), C in 1..4, any numeric dtype.
     """
-    img = drop_alpha(image).astype(np.float32)
-    if img.ndim == 3:
-        scale = 255.0 / max(float(img.max()), 1.0) if img.max() > 255 else 1.0
-        if float((img.max(axis=2) - img.min(axis=2)).mean()) * scale > 12.0:
-            return "histology"
-    gray = to_gray_float(img)
+    if is_colour(image):
+        return "histology"
+    gray = to_gray_float(image)
     lo, hi = float(gray.min()), float(gray.max())
     if hi > lo and (float(np.median(gray)) - lo) / (hi - lo) > 0.5:
         return "brightfield"

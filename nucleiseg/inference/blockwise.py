@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..progress import Progress, no_progress
-from ..transforms import apply_normalization, normalization_params
+from ..transforms import apply_input, input_params
 
 DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_HALO = 128
@@ -147,14 +147,14 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     h, w = image.shape[:2]
     edges = block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)
     norm = predictor.config.normalization
-    params = normalization_params(image, norm.p_low, norm.p_high, max_pixels=4_000_000)
+    params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
     labels[...] = 0
     blocks = nuclei = truncated = 0
     grid = [(i, j) for i in range(len(edges[0]) - 1) for j in range(len(edges[1]) - 1)]
     for i, j in progress(grid, len(grid), "blocks"):
         core, (r0, r1, c0, c1) = extended_block(edges, i, j, halo, (h, w))
-        probs = predictor.probabilities_of_normalized(apply_normalization(image[r0:r1, c0:c1], params), tta=tta)
+        probs = predictor.probabilities_of_normalized(apply_input(image[r0:r1, c0:c1], params, norm.channels), tta=tta)
         objects = owned_objects(probabilities_to_labels(probs, watershed), (r0, c0), core, (h, w))
         for (r, c), mask in zip(objects.origins, objects.masks):
             view = labels[r : r + mask.shape[0], c : c + mask.shape[1]]

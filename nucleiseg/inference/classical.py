@@ -2,8 +2,9 @@
 
 1. One channel with nuclei bright: for colour (H&E-like) images the haematoxylin channel of
    the colour deconvolution (Ruifrok & Johnston, Anal. Quant. Cytol. Histol. 23(4), 2001;
-   ``skimage.color.rgb2hed``), percentile-stretched; otherwise the network's normalisation
-   (:func:`nucleiseg.transforms.normalize_image`: gray, stretched, inverted on light backgrounds).
+   ``skimage.color.rgb2hed``), percentile-stretched; otherwise the network's normalisation (gray,
+   stretched, inverted on light backgrounds): the nuclear-stain channel of
+   :func:`nucleiseg.transforms.network_input`.
 2. Gaussian smoothing (``sigma`` pixels), then Otsu's threshold (Otsu, IEEE Trans. SMC 9(1),
    1979; ``skimage.filters.threshold_otsu``) as the foreground.
 3. Markers at the maxima of the foreground's distance transform at least ``min_distance`` pixels
@@ -20,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.split import modality
 from ..postprocess import clean_labels
-from ..transforms import drop_alpha, normalize_image
+from ..transforms import network_input
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,9 @@ class ClassicalParams:
 
 def nuclei_channel(image: np.ndarray) -> np.ndarray:
     """(H, W) float32 in [0, 1], nuclei bright: the stretched haematoxylin channel of a colour
-    (histology) image, else the normalised gray image (see the module docstring)."""
-    if modality(image) != "histology":
-        return normalize_image(image)
-    from skimage.color import rgb2hed
-
-    rgb = drop_alpha(image)[..., :3].astype(np.float32)
-    haematoxylin = rgb2hed(rgb / max(float(rgb.max()), 1.0))[..., 0]
-    lo, hi = np.percentile(haematoxylin, [1.0, 99.8])
-    return np.clip((haematoxylin - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+    image, else the normalised gray image (the nuclear-stain channel of
+    :func:`nucleiseg.transforms.network_input`)."""
+    return network_input(image, "gray+haematoxylin")[1]
 
 
 def classical_labels(image: np.ndarray, params: ClassicalParams | None = None) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..io import LABEL_FORMATS
 from ..model.config import ModelConfig
 from ..model.file import read_model_file
 from ..postprocess import WatershedParams, probabilities_to_labels
-from ..transforms import dihedral, dihedral_inverse, normalize_image, pad_to_multiple
+from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
 
@@ -140,8 +140,8 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, H, W) float32 normalised images -> (N, 3, H, W) float32 softmax probabilities."""
-        x = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(self.device)
+        """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities."""
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
@@ -149,16 +149,18 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False) -> np.ndarray:
-        """Probabilities (3, H, W) float32 of an already normalised (H, W) float32 image."""
+        """Probabilities (3, H, W) float32 of a network input (C, H, W) float32
+        (:meth:`normalize`); an (H, W) array is taken as one channel."""
+        x = x[None] if x.ndim == 2 else x
         if not tta:
             return self._tiled(x)
-        acc = np.zeros((3,) + x.shape, np.float32)
+        acc = np.zeros((3,) + x.shape[1:], np.float32)
         for k in range(8):
             acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k))), k)
         return acc / 8.0
 
     def _tiled(self, x: np.ndarray) -> np.ndarray:
-        h, w = x.shape
+        h, w = x.shape[-2:]
         t = self.tile_size
         if h <= t and w <= t:
             return self._forward(x[None])[0]
@@ -175,16 +177,17 @@ class Predictor:
         corners = [(r, c) for r in row_starts for c in col_starts]
         for i in range(0, len(corners), self.batch_size):
             chunk = corners[i : i + self.batch_size]
-            probs = self._forward(np.stack([x[r : r + th, c : c + tw] for r, c in chunk]))
+            probs = self._forward(np.stack([x[:, r : r + th, c : c + tw] for r, c in chunk]))
             for (r, c), p in zip(chunk, probs):
                 acc[:, r : r + th, c : c + tw] += p * window
                 norm[r : r + th, c : c + tw] += window
         return acc / norm
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
-        """The model's input normalisation of ``image``: (H, W) float32 in [0, 1]."""
+        """The model's network input of ``image``: (C, H, W) float32 in [0, 1]
+        (:func:`nucleiseg.transforms.network_input` with the model's normalisation)."""
         norm = self.config.normalization
-        return normalize_image(image, norm.p_low, norm.p_high)
+        return network_input(image, norm.channels, norm.p_low, norm.p_high)
 
     def predict_probabilities(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
         """Softmax probabilities of (mask - border, border, background).

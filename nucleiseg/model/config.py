@@ -22,6 +22,7 @@ from typing import Any
 
 from ..postprocess import WatershedParams
 from ..targets.border import DEFAULT_BORDER_WIDTH
+from ..transforms import INPUT_CHANNELS, InputChannels
 
 #: What the normalisation does (see :mod:`nucleiseg.transforms`), as stored in model files.
 NORMALIZATION_METHOD = "gray, percentile stretch, invert light background"
@@ -75,19 +76,29 @@ class NormalizationConfig:
         Percentiles (0..100) of the gray image mapped to 0 and 1.
     method : str
         What is done, in words (stored for readers of the file).
+    channels : str
+        What the network is given, one of :data:`nucleiseg.transforms.INPUT_CHANNELS` ("gray",
+        "gray+haematoxylin", "rgb"; see :func:`nucleiseg.transforms.network_input`).
     """
 
     p_low: float = 1.0
     p_high: float = 99.8
     method: str = NORMALIZATION_METHOD
+    channels: InputChannels = "gray"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.p_low < self.p_high <= 100.0:
             raise ValueError(f"need 0 <= p_low < p_high <= 100, got {self.p_low}, {self.p_high}")
+        if self.channels not in INPUT_CHANNELS:
+            raise ValueError(f"channels must be one of {', '.join(INPUT_CHANNELS)}, got {self.channels!r}")
+
+    def to_dict(self) -> dict:
+        """Plain data; ``channels`` is left out when "gray" (files written before it existed)."""
+        return {k: v for k, v in asdict(self).items() if k != "channels" or v != "gray"}
 
     @classmethod
     def from_dict(cls, d: dict) -> "NormalizationConfig":
-        return cls(**{k: str(v) if k == "method" else float(v) for k, v in d.items()})
+        return cls(**{k: str(v) if k in ("method", "channels") else float(v) for k, v in d.items()})
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """Plain data for the model file; records not yet written are left out."""
-        d = {"unet": self.unet.to_dict(), "normalization": asdict(self.normalization),
+        d = {"unet": self.unet.to_dict(), "normalization": self.normalization.to_dict(),
              "watershed": self.watershed.to_dict(), "border_width": self.border_width}
         optional = {"training": self.training, "history": self.history, "training_minutes": self.training_minutes,
                     "min_area_quantiles": self.min_area_quantiles, "trained_on": self.trained_on,

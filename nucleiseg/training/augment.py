@@ -28,10 +28,19 @@ AugmentLevel = Literal["none", "flips", "full", "heavy"]
 AUGMENT_LEVELS: tuple[str, ...] = typing.get_args(AugmentLevel)
 
 
+def per_channel(function, array: np.ndarray) -> np.ndarray:
+    """``function`` (2-D array -> 2-D array) applied to an (H, W) array, or to each channel of a
+    (C, H, W) one (OpenCV would take a 3-D array as (H, W, channels))."""
+    if array.ndim == 2:
+        return function(array)
+    return np.stack([function(channel) for channel in array])
+
+
 def random_crop(
     arrays: list[np.ndarray], size: int, rng: np.random.Generator, scale_range: tuple[float, float] = (0.7, 1.4)
 ) -> list[np.ndarray]:
-    """The same random ``size`` x ``size`` crop of several (H, W) arrays (image, classes, weights).
+    """The same random ``size`` x ``size`` crop of several arrays (image (C, H, W), classes and
+    weights (H, W)).
 
     Half the time the crop covers ``size / s`` pixels of the source, ``s`` drawn from
     ``scale_range``, resized to ``size``: linear for float arrays, nearest for integer ones.
@@ -40,13 +49,13 @@ def random_crop(
     scale = rng.uniform(*scale_range) if rng.random() < 0.5 else 1.0
     win = max(8, int(round(size / scale)))
     arrays = [pad_to_shape(a, (win, win)) for a in arrays]
-    h, w = arrays[0].shape
+    h, w = arrays[0].shape[-2:]
     r = int(rng.integers(0, h - win + 1))
     c = int(rng.integers(0, w - win + 1))
-    out = [a[r : r + win, c : c + win] for a in arrays]
+    out = [a[..., r : r + win, c : c + win] for a in arrays]
     if win != size:
-        out = [cv2.resize(a, (size, size), interpolation=cv2.INTER_LINEAR if a.dtype.kind == "f" else cv2.INTER_NEAREST)
-               for a in out]
+        out = [per_channel(lambda x: cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR if x.dtype.kind == "f"
+                                                else cv2.INTER_NEAREST), a) for a in out]
     return out
 
 
@@ -60,23 +69,23 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4.0, grid: int = 4) -> list[np.ndarray]:
-    """The same smooth random deformation of several (H, W) arrays.
+    """The same smooth random deformation of several arrays ((H, W) or (C, H, W)).
 
     Displacements are drawn on a ``grid`` x ``grid`` lattice (normal, sd ``alpha / 2`` px, clipped to
     ``alpha``) and upsampled bicubically; floats are resampled linearly, integers by nearest pixel.
     """
-    h, w = arrays[0].shape
+    h, w = arrays[0].shape[-2:]
     coarse = np.clip(rng.normal(0.0, alpha / 2, size=(2, grid, grid)), -alpha, alpha).astype(np.float32)
     dy = cv2.resize(coarse[0], (w, h), interpolation=cv2.INTER_CUBIC)
     dx = cv2.resize(coarse[1], (w, h), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     map_y, map_x = yy + dy, xx + dx
-    out = []
-    for a in arrays:
+
+    def move(a: np.ndarray) -> np.ndarray:
         interp = cv2.INTER_LINEAR if a.dtype.kind == "f" else cv2.INTER_NEAREST
-        moved = cv2.remap(a.astype(np.float32), map_x, map_y, interp, borderMode=cv2.BORDER_REFLECT_101)
-        out.append(moved.astype(a.dtype))
-    return out
+        return cv2.remap(a.astype(np.float32), map_x, map_y, interp, borderMode=cv2.BORDER_REFLECT_101).astype(a.dtype)
+
+    return [per_channel(move, a) for a in arrays]
 
 
 def sample_batch(
@@ -87,13 +96,14 @@ def sample_batch(
     """Draw a batch: images chosen with ``probabilities`` (or the given indices ``idx``), each
     cropped and augmented (``augment`` one of :data:`AUGMENT_LEVELS`, see the module docstring).
 
-    Returns (batch_size, 1, crop, crop) float32 inputs, (batch_size, crop, crop) int64 classes,
+    ``images`` are (C, H, W) network inputs ((H, W): one channel). Returns (batch_size, C, crop, crop) float32 inputs,
+    (batch_size, crop, crop) int64 classes,
     (batch_size, crop, crop) float32 pixel weights (None without ``pixel_weights``), and the
     chosen indices.
     """
     if idx is None:
         idx = rng.choice(len(images), size=batch_size, p=probabilities)
-    xs = np.empty((batch_size, 1, crop_size, crop_size), np.float32)
+    xs = np.empty((batch_size, images[0].shape[0] if images[0].ndim == 3 else 1, crop_size, crop_size), np.float32)
     ys = np.empty((batch_size, crop_size, crop_size), np.int64)
     ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)
     for b, i in enumerate(idx):
@@ -106,8 +116,9 @@ def sample_batch(
         if augment in ("full", "heavy"):
             image = intensity(image, rng)
         if augment == "heavy" and rng.random() < 0.3:
-            image = cv2.GaussianBlur(np.ascontiguousarray(image), (0, 0), rng.uniform(0.5, 1.5))
-        xs[b, 0] = image
+            sigma = rng.uniform(0.5, 1.5)
+            image = per_channel(lambda x: cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), sigma), image)
+        xs[b] = image
         ys[b] = dihedral(parts[1], k)
         if ws is not None:
             ws[b] = dihedral(parts[2], k)

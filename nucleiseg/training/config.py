@@ -12,6 +12,7 @@ from typing import Literal
 
 from ..errors import NucleisegError
 from ..targets.border import DEFAULT_BORDER_WIDTH
+from ..transforms import InputChannels
 from .augment import AugmentLevel
 
 Sampling = Literal["balanced", "uniform"]
@@ -79,6 +80,9 @@ class TrainConfig:
         Tune the watershed values on the validation split at the end.
     sync_bn : bool
         SyncBatchNorm across processes (under torchrun).
+    input_channels : {"gray", "gray+haematoxylin", "rgb"}
+        What the network is given (see nucleiseg.transforms.network_input): the gray image, plus
+        the haematoxylin channel of colour images, or RGB.
     collection_weights : tuple of float
         With several DATA collections: how often each is drawn, relative to the others, in the
         order given (none given: all alike, whatever their sizes).
@@ -108,6 +112,7 @@ class TrainConfig:
     ema: float = 0.0
     tune: bool = True
     sync_bn: bool = False
+    input_channels: InputChannels = "gray"
     collection_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:

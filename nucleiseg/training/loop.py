@@ -136,7 +136,8 @@ def _record(cfg: TrainConfig, paths: list[Path], train_set: list[Sample], val_se
     training = {**asdict(cfg), "features": list(cfg.features), "collection_weights": list(cfg.collection_weights),
                 "data": data, "n_train": len(train_set), "n_validation": len(val_set), "device": str(device),
                 "processes": ctx.world_size}
-    return ModelConfig(normalization=NormalizationConfig(cfg.p_low, cfg.p_high), border_width=cfg.border_width,
+    return ModelConfig(normalization=NormalizationConfig(cfg.p_low, cfg.p_high, channels=cfg.input_channels),
+                       border_width=cfg.border_width,
                        training=training, trained_on=trained_on)
 
 
@@ -168,7 +169,7 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
     train_set, val_set, trained_on = load_collections(paths, cfg.border_width, cfg.p_low, cfg.p_high,
-                                                      cfg.collection_weights)
+                                                      cfg.collection_weights, channels=cfg.input_channels)
     if cfg.weight_map:
         add_weight_maps(train_set, cfg.w0, cfg.sigma)
     for r in trained_on if len(trained_on) > 1 else []:

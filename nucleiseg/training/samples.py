@@ -25,7 +25,7 @@ from ..errors import NucleisegError
 from ..progress import Progress, no_progress
 from ..targets.border import class_map
 from ..targets.weightmap import unet_weight_map
-from ..transforms import normalize_image
+from ..transforms import InputChannels, network_input
 from .config import Sampling
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Sample:
     """One training or validation image, normalised, with its targets."""
 
     image_id: str
-    image: np.ndarray  # (H, W) float32 in [0, 1]
+    image: np.ndarray  # (C, H, W) float32 in [0, 1], the network input
     classes: np.ndarray  # (H, W) uint8: 0 mask - border, 1 border, 2 background
     labels: np.ndarray  # (H, W) uint16 label image
     modality: str
@@ -45,8 +45,10 @@ class Sample:
 
 
 def load_samples(data: str | Path, border_width: int, p_low: float, p_high: float,
-                 progress: Progress = no_progress, collection: str = "") -> list[Sample]:
-    """Read every image of a converted folder or a labeled collection into memory.
+                 progress: Progress = no_progress, collection: str = "", channels: InputChannels = "gray"
+                 ) -> list[Sample]:
+    """Read every image of a converted folder or a labeled collection into memory, as network
+    inputs of ``channels`` (:func:`nucleiseg.transforms.network_input`).
 
     An unreadable image is logged (warning) and left out. ``collection`` names the samples'
     collection.
@@ -64,14 +66,14 @@ def load_samples(data: str | Path, border_width: int, p_low: float, p_high: floa
             with np.load(path) as z:
                 image, labels = z["image"], z["labels"]
                 classes = z["classes"] if int(z["border_width"]) == border_width else class_map(labels, border_width)
-            out.append(Sample(path.stem, normalize_image(image, p_low, p_high), classes, labels, modality(image),
-                              collection=collection))
+            out.append(Sample(path.stem, network_input(image, channels, p_low, p_high), classes, labels,
+                              modality(image), collection=collection))
     elif (found := open_collection(data)) is not None:
         for item in progress(found.items(), len(found.ids()), "load"):
             if isinstance(item, NucleisegError):
                 logger.warning("skipped: %s", item)
                 continue
-            out.append(Sample(item.image_id, normalize_image(item.image, p_low, p_high),
+            out.append(Sample(item.image_id, network_input(item.image, channels, p_low, p_high),
                               class_map(item.labels, border_width), item.labels, modality(item.image),
                               collection=collection))
     else:
@@ -96,7 +98,7 @@ def split_samples(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     2018 validation lists, or else the stratified rule on its images (at least one held out)."""
     held = (validation_ids() | monuseg2018_validation_ids()) & {s.image_id for s in samples}
     if not held:
-        held = set(make_validation_split({s.image_id: (s.modality, *s.image.shape) for s in samples}))
+        held = set(make_validation_split({s.image_id: (s.modality, *s.image.shape[-2:]) for s in samples}))
     if not held or len(held) == len(samples):
         held = {samples[-1].image_id}
     train = [s for s in samples if s.image_id not in held] or samples
@@ -115,7 +117,7 @@ def sampling_weights(samples: list[Sample], sampling: Sampling,
     names = sorted({s.collection for s in samples})
     if sampling == "balanced":  # modalities counted within each collection
         counts = Counter((s.collection, s.modality) for s in samples)
-        weights = np.array([math.sqrt(s.image.size) / math.sqrt(counts[s.collection, s.modality]) for s in samples])
+        weights = np.array([math.sqrt(s.labels.size) / math.sqrt(counts[s.collection, s.modality]) for s in samples])
     else:
         weights = np.ones(len(samples))
     if len(names) == 1:
@@ -136,8 +138,8 @@ def add_weight_maps(samples: list[Sample], w0: float, sigma: float) -> None:
 
 
 def load_collections(paths: list[str | Path], border_width: int, p_low: float, p_high: float,
-                     weights: tuple[float, ...] = (), progress: Progress = no_progress
-                     ) -> tuple[list[Sample], list[Sample], list[dict]]:
+                     weights: tuple[float, ...] = (), progress: Progress = no_progress,
+                     channels: InputChannels = "gray") -> tuple[list[Sample], list[Sample], list[dict]]:
     """Load and split each collection of ``paths``: (training samples, validation samples, one
     record per collection). A record holds the collection's provenance (its ``name`` made unique),
     its folder, training and validation image counts and its sampling ``weight`` (``weights`` in
@@ -156,7 +158,7 @@ def load_collections(paths: list[str | Path], border_width: int, p_low: float, p
     for i, path in enumerate(paths):
         provenance = collection_provenance(path)
         name = provenance.name if all(r["name"] != provenance.name for r in records) else f"{provenance.name} #{i + 1}"
-        train, val = split_samples(load_samples(path, border_width, p_low, p_high, progress, collection=name))
+        train, val = split_samples(load_samples(path, border_width, p_low, p_high, progress, name, channels))
         train_set += train
         val_set += val
         records.append({**provenance.to_dict(), "name": name, "path": str(path), "n_train": len(train),

@@ -21,6 +21,7 @@ import torch
 from ..io import atomic_write
 from ..model.config import UNetConfig
 from ..model.unet import UNet
+from ..transforms import input_channel_count
 from . import ddp
 from .config import TrainConfig
 
@@ -83,7 +84,7 @@ class TrainingState:
     def new(cls, cfg: TrainConfig, device: torch.device, ctx: ddp.DistContext) -> "TrainingState":
         """A fresh U-Net, AdamW and (with ``cfg.ema``) weight average; the initial weights come from
         torch's current random state (seed it first: the same on every rank)."""
-        model = UNet(UNetConfig(1, 3, cfg.features)).to(device)
+        model = UNet(UNetConfig(input_channel_count(cfg.input_channels), 3, cfg.features)).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         ema = None
         if cfg.ema > 0:
