@@ -21,3 +21,12 @@ def check_label_image(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
         raise ValueError(f"{name} holds negative labels")
     return labels
+
+
+def median_diameter(*label_images: np.ndarray) -> tuple[float, int]:
+    """(median, count) over every nucleus of the label images of its equivalent diameter
+    sqrt(4 area / pi), the diameter of the disk of the same area, in pixels; (0.0, 0) without
+    nuclei."""
+    areas = np.concatenate([np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images] or [np.zeros(0)])
+    areas = areas[areas > 0]
+    return (float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else 0.0), int(areas.size)

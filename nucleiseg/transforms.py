@@ -226,3 +226,22 @@ def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
     """Pad the last two axes of ``array`` at the end to multiples of ``multiple`` pixels."""
     ph, pw = padding_to_multiple(array.shape[-2:], multiple)
     return pad_to_shape(array, (array.shape[-2] + ph, array.shape[-1] + pw))
+
+
+def per_channel(function, array: np.ndarray) -> np.ndarray:
+    """``function`` (2-D array -> 2-D array) applied to an (H, W) array, or to each channel of a
+    (C, H, W) one (OpenCV would take a 3-D array as (H, W, channels))."""
+    if array.ndim == 2:
+        return function(array)
+    return np.stack([function(channel) for channel in array])
+
+
+def resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``array`` ((H, W) or (C, H, W) float) resized to ``shape`` (H', W'): pixel-area averaging when
+    shrinking, bilinear when enlarging (``cv2.INTER_AREA`` / ``cv2.INTER_LINEAR``)."""
+    import cv2
+
+    h, w = array.shape[-2:]
+    interpolation = cv2.INTER_AREA if shape[0] * shape[1] < h * w else cv2.INTER_LINEAR
+    return per_channel(lambda x: cv2.resize(np.ascontiguousarray(x), (shape[1], shape[0]),
+                                            interpolation=interpolation), array)

@@ -123,3 +123,54 @@ def test_predict_options_override_without_changing_the_predictor():
     np.testing.assert_array_equal(predictor.predict(image), probabilities_to_labels(probabilities, tuned))
     with pytest.raises(ValueError, match="label format"):
         PredictOptions(label_format="jpg")
+
+
+def test_median_diameter_of_disks():
+    from conftest import disk
+
+    from nucleiseg.labels import median_diameter
+
+    labels = np.zeros((60, 60), np.uint16)
+    for k, (center, radius) in enumerate([((10, 10), 4), ((30, 30), 6), ((48, 45), 8)], start=1):
+        labels[disk(labels.shape, center, radius)] = k
+    areas = np.bincount(labels.ravel())[1:]
+    assert median_diameter(labels) == (pytest.approx(np.sqrt(4 * areas[1] / np.pi)), 3)
+    assert median_diameter(np.zeros((5, 5), np.uint8)) == (0.0, 0)
+
+
+def test_scale_path_keeps_shapes_and_min_area():
+    from nucleiseg.inference.predictor import scaled_watershed
+
+    predictor = Predictor(Pointwise(), ModelConfig(nucleus_diameter=20.0), torch.device("cpu"))
+    x = np.random.default_rng(1).random((1, 90, 70)).astype(np.float32)
+    for scale in (0.5, 1.0, 1.7):
+        p = predictor.probabilities(x, scale=scale)
+        assert p.shape == (3, 90, 70)
+        np.testing.assert_allclose(p.sum(axis=0), 1.0, atol=1e-4)  # still probabilities after resizing back
+    assert predictor.scale_for(np.zeros((8, 8)), PredictOptions(diameter=40.0)) == (40.0, 0.5)
+    assert predictor.scale_for(np.zeros((8, 8)), PredictOptions(diameter=21.0)) == (21.0, 1.0)  # within 10 %
+    assert predictor.scale_for(np.zeros((8, 8)), PredictOptions()) == (None, 1.0)
+    assert scaled_watershed(WatershedParams(0.6, 0.5, 40), 0.5).min_area == 160  # in original pixels
+    with pytest.raises(ValueError, match="diameter"):
+        PredictOptions(diameter=-3)
+
+
+def test_auto_diameter_recovers_an_enlarged_image(sample_labels):
+    """A sample whose nuclei have the training size, enlarged 2x: at the original scale the model
+    breaks nuclei up; --diameter auto finds them about twice the training size, shrinks the image
+    and comes close to its score at the native size."""
+    import cv2
+
+    from nucleiseg.data.images import read_label_image
+
+    path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("0a7d30b25235"))
+    image, truth = read_image(path), read_label_image(bundled_samples_dir() / "labels" / f"{path.stem}.tif")
+    big = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+    big_truth = cv2.resize(truth, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    predictor = Predictor.from_file(device="cpu")
+    native = dsb_score(truth, predictor.predict(image))
+    plain = dsb_score(big_truth, predictor.predict(big))
+    seg = predictor.segment(big, PredictOptions(diameter="auto"))
+    assert seg.diameter == pytest.approx(2 * 19.4, rel=0.1) and seg.scale == pytest.approx(0.5, abs=0.05)
+    assert seg.labels.shape == big.shape[:2]
+    assert dsb_score(big_truth, seg.labels) > plain + 0.15 and dsb_score(big_truth, seg.labels) > native - 0.05

@@ -174,3 +174,26 @@ def build_dataclass(cls: type, values: dict[str, Any]):
                 fail(f"{_option_name(f.name)} must be comma-separated {element.__name__} values, got {value!r}")
         kwargs[f.name] = value
     return cls(**kwargs)
+
+
+class Diameter(click.ParamType):
+    """A nucleus diameter in pixels (> 0), or "auto" to estimate it."""
+
+    name = "PX|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "auto":
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of pixels nor 'auto'", param, ctx)
+        if not number > 0:
+            self.fail(f"a diameter must be > 0 pixels, got {value}", param, ctx)
+        return number
+
+
+def diameter_option(function: Callable) -> Callable:
+    return click.option("--diameter", type=Diameter(), help="Typical nucleus diameter of the images, pixels, or "
+                        "'auto' to estimate it from a first pass: images are rescaled so their nuclei match the "
+                        "model's training nuclei [default: no rescaling].")(function)

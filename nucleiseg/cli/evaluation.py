@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ._common import device_option, main, progress_bar
+from ._common import device_option, diameter_option, main, progress_bar
 
 
 @main.command()
@@ -67,11 +67,12 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool, plot: Path | N
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also score the classical scikit-image baseline (Otsu, distance transform, watershed).")
 @click.option("--tta", is_flag=True, help="Predict with the 8 flips / rotations averaged.")
+@diameter_option
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as Markdown.")
-def evaluate(model: Path | None, dsb2018: Path | None, monuseg: Path | None, baseline: bool, tta: bool, device: str,
-             as_json: bool, out: Path | None) -> None:
+def evaluate(model: Path | None, dsb2018: Path | None, monuseg: Path | None, baseline: bool, tta: bool,
+             diameter, device: str, as_json: bool, out: Path | None) -> None:
     """Score a model (and the classical baseline) on the benchmark sets, in one table.
 
     \b
@@ -90,8 +91,9 @@ def evaluate(model: Path | None, dsb2018: Path | None, monuseg: Path | None, bas
 
     sets = evaluation_sets(dsb2018, monuseg)
     predictor = Predictor.from_file(model, device)
-    name = (model.name if model else "bundled model") + (" + TTA" if tta else "")
-    methods = [(name, lambda image: predictor.predict(image, PredictOptions(tta=tta)))]
+    name = (model.name if model else "bundled model") + (" + TTA" if tta else "") + \
+        (f" (diameter {diameter})" if diameter else "")
+    methods = [(name, lambda image: predictor.predict(image, PredictOptions(tta=tta, diameter=diameter)))]
     if baseline:
         methods.append(("classical baseline", classical_labels))
     rows = [row for s in sets for method, segment in methods

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from ..inference.blockwise import DEFAULT_BLOCK_SIZE
 from ..inference.tiling import DEFAULT_TILE_SIZE
 from ..io import LABEL_FORMATS
 from ..postprocess import WatershedParams
-from ._common import device_option, field_docs, fail, main, progress_bar
+from ._common import device_option, diameter_option, field_docs, fail, main, progress_bar
 
 _WATERSHED_HELP = field_docs(WatershedParams)
 
@@ -46,9 +47,12 @@ _WATERSHED_HELP = field_docs(WatershedParams)
               "(needs the 'cluster' extra).")
 @click.option("--scheduler", help="Spread the images over the workers of this Dask scheduler (e.g. tcp://host:8786); "
               "OUT and the inputs must be on storage they share.")
+@diameter_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
+              "scale) instead of the lines.")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
             skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model, block_size, workers,
-            scheduler) -> None:
+            scheduler, diameter, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -60,6 +64,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
       nucleiseg predict -o out
       nucleiseg predict my_images/ -o out --rle submission.csv
       nucleiseg predict scan.tif -o out --measure --pixel-size 0.325
+      nucleiseg predict big_nuclei/ -o out --diameter auto --json
       nucleiseg predict plates/ -o out --workers 8
     """
     from ..data.sources import bundled_samples_dir
@@ -72,7 +77,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
         overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
         options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
-                                 pixel_size, label_format)
+                                 pixel_size, label_format, diameter)
     except ValueError as exc:
         fail(str(exc))
     t0 = time.perf_counter()
@@ -87,6 +92,10 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
 
         results = batch.predict_files(inputs, out, predictor, options, rle,
                                       progress_bar(description=f"predict ({predictor.device.type})"))
+    if as_json:
+        click.echo(json.dumps({"results": [dataclasses.asdict(r) for r in results], "out": str(out),
+                               "seconds": time.perf_counter() - t0, "device": predictor.device.type}))
+        sys.exit(1 if any(r.status == "failed" for r in results) else 0)
     _report(results, out, predictor.device.type, time.perf_counter() - t0, samples)
 
 

@@ -23,7 +23,7 @@ from ..measure import measure_nuclei, summary_row
 from ..overlay import colour_overlay
 from ..progress import Progress, no_progress
 from .blockwise import DEFAULT_HALO, is_huge, predict_blockwise
-from .predictor import PredictOptions, Predictor
+from .predictor import PredictOptions, Predictor, scaled_watershed
 
 #: Overlays of huge images are downscaled to at most this many pixels on the long side.
 MAX_OVERLAY_SIDE = 4096
@@ -33,7 +33,9 @@ MAX_OVERLAY_SIDE = 4096
 class PredictResult:
     """Outcome of one image: ``status`` 'done', 'skipped' (already in OUT) or 'failed' (see ``error``).
 
-    ``summary``: its row of ``summary.csv`` when measurements were asked for."""
+    ``summary``: its row of ``summary.csv`` when measurements were asked for; ``diameter`` and
+    ``scale``: the nucleus diameter (pixels) and resize factor it was predicted with
+    (:class:`~nucleiseg.inference.predictor.Segmentation`)."""
 
     image_id: str
     status: str
@@ -41,6 +43,8 @@ class PredictResult:
     seconds: float = 0.0
     error: str = ""
     summary: dict | None = None
+    diameter: float | None = None
+    scale: float = 1.0
 
 
 def wanted_outputs(out: Path, image_id: str, options: PredictOptions) -> list[Path]:
@@ -66,9 +70,10 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
             return PredictResult(image_id, "skipped", summary=row), labels
         image = read_image(path, options.channel)
         if is_huge(image.shape, options.block_size) and options.label_format == "tif":
-            labels = _predict_huge_to_tiff(predictor, image, paths.labels, options)
+            diameter, scale = predictor.scale_for(image, options)
+            labels = _predict_huge_to_tiff(predictor, image, paths.labels, options, scale)
         else:
-            labels = predictor.predict(image, options)
+            labels, diameter, scale = predictor.segment(image, options)
             write_labels(paths.labels, labels)
         if options.overlay:
             f = max(1, -(-max(image.shape[:2]) // MAX_OVERLAY_SIDE))
@@ -78,8 +83,9 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
         if options.measure:
             table = measure_nuclei(labels, image, options.pixel_size)
             write_table(paths.nuclei_table, table)
-            row = summary_row(image_id, table, seconds)
-        return PredictResult(image_id, "done", int(labels.max(initial=0)), seconds, summary=row), labels
+            row = summary_row(image_id, table, seconds) | {"diameter_px": diameter, "scale": scale}
+        return PredictResult(image_id, "done", int(labels.max(initial=0)), seconds, summary=row, diameter=diameter,
+                             scale=scale), labels
     except NucleisegError as exc:
         return PredictResult(image_id, "failed", error=str(exc)), None
 
@@ -147,15 +153,17 @@ def finish_summary(out: Path, results: list[PredictResult], options: PredictOpti
         write_table(out / "summary.csv", [r.summary for r in results if r.summary is not None])
 
 
-def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, options: PredictOptions) -> np.ndarray:
+def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, options: PredictOptions,
+                          scale: float) -> np.ndarray:
     """Block-wise labels written straight into a memory-mapped uint32 TIFF (renamed into place
     when complete); returns the file, memory-mapped read-only."""
     import tifffile
 
+    watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
     with atomic_path(path) as tmp:
         mapped = tifffile.memmap(tmp, shape=image.shape[:2], dtype=np.uint32, photometric="minisblack")
-        predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, options.watershed, options.tta,
-                          out=mapped)
+        predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, watershed, options.tta, out=mapped,
+                          scale=scale)
         mapped.flush()
         del mapped
     return tifffile.memmap(path, mode="r")

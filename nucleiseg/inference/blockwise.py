@@ -114,7 +114,7 @@ def extended_block(edges: tuple[list[int], list[int]], i: int, j: int, halo: int
 
 def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE, halo: int = DEFAULT_HALO,
                       watershed: WatershedParams | None = None, tta: bool = False, out: np.ndarray | None = None,
-                      progress: Progress = no_progress) -> tuple[np.ndarray, BlockwiseStats]:
+                      progress: Progress = no_progress, scale: float = 1.0) -> tuple[np.ndarray, BlockwiseStats]:
     """Label image of a huge ``image``, predicted block by block (see the module docstring).
 
     Parameters
@@ -127,6 +127,7 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     watershed : post-processing values; None uses the predictor's.
     tta : average the 8 dihedral transforms.
     out : optional (H, W) uint32 array to write into (e.g. ``tifffile.memmap``), zeroed first.
+    scale : each block is predicted resized by this factor (:meth:`Predictor.probabilities`).
     progress : wraps the loop over blocks (see :mod:`nucleiseg.progress`).
 
     Returns
@@ -154,7 +155,7 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     grid = [(i, j) for i in range(len(edges[0]) - 1) for j in range(len(edges[1]) - 1)]
     for i, j in progress(grid, len(grid), "blocks"):
         core, (r0, r1, c0, c1) = extended_block(edges, i, j, halo, (h, w))
-        probs = predictor.probabilities_of_normalized(apply_input(image[r0:r1, c0:c1], params, norm.channels), tta=tta)
+        probs = predictor.probabilities(apply_input(image[r0:r1, c0:c1], params, norm.channels), tta, scale)
         objects = owned_objects(probabilities_to_labels(probs, watershed), (r0, c0), core, (h, w))
         for (r, c), mask in zip(objects.origins, objects.masks):
             view = labels[r : r + mask.shape[0], c : c + mask.shape[1]]

@@ -6,6 +6,15 @@ show. Images with a side over twice ``PredictOptions.block_size`` go block by bl
 (:mod:`~nucleiseg.inference.blockwise`). Test-time augmentation (``tta=True``) averages the 8
 dihedral transforms, each prediction transformed back first.
 
+Scale (``PredictOptions.diameter``, Cellpose's convention): an image whose nuclei are D pixels
+across is resized by ``scale = model diameter / D`` (the median equivalent diameter of the
+training nuclei, stored in the model file), predicted, and its probabilities resized back, so
+the watershed runs at the original size (minimum area divided by scale squared). D is given
+in pixels, or ``"auto"``: the median equivalent diameter of a first pass's nuclei at the
+original scale, refined by a second pass at the scale the first suggests (fragments of large
+nuclei join there); no rescaling with fewer than :data:`MIN_NUCLEI_FOR_SIZE` nuclei, or when the
+factor is within 10 % of 1.
+
 Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA, with
 channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
 CUDA cuDNN), and optionally compiled with ``torch.compile`` (``compile=True``: the first call per
@@ -15,18 +24,26 @@ input shape pays the compilation, so it only pays off for many images of one siz
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 
 from ..io import LABEL_FORMATS
+from ..labels import median_diameter
 from ..model.config import ModelConfig
 from ..model.file import read_model_file
 from ..postprocess import WatershedParams, probabilities_to_labels
-from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple
+from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
+
+
+#: Rescaling by an estimated diameter needs at least this many nuclei in the first pass.
+MIN_NUCLEI_FOR_SIZE = 5
+#: Factors the scale is clipped to.
+SCALE_RANGE = (0.25, 4.0)
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,9 @@ class PredictOptions:
         Micrometres per pixel, for areas in square micrometres (with ``measure``).
     label_format : str
         ``"tif"`` (uint16 / uint32 TIFF) or ``"png"`` (16-bit PNG).
+    diameter : float, "auto" or None
+        Typical nucleus diameter of the image, pixels, to rescale it by (see the module
+        docstring); "auto" estimates it; None predicts at the original scale.
     """
 
     watershed: WatershedParams | None = None
@@ -64,14 +84,26 @@ class PredictOptions:
     measure: bool = False
     pixel_size: float | None = None
     label_format: str = "tif"
+    diameter: float | Literal["auto"] | None = None
 
     def __post_init__(self) -> None:
+        if self.diameter is not None and self.diameter != "auto" and not float(self.diameter) > 0:
+            raise ValueError(f"diameter must be > 0 pixels or 'auto', got {self.diameter!r}")
         if self.label_format not in LABEL_FORMATS:
             raise ValueError(f"label format must be one of {', '.join(LABEL_FORMATS)}, got {self.label_format!r}")
         if self.pixel_size is not None and not self.pixel_size > 0:
             raise ValueError(f"pixel size must be > 0 micrometres, got {self.pixel_size}")
         if self.block_size <= 2 * DEFAULT_HALO:
             raise ValueError(f"block size must exceed {2 * DEFAULT_HALO} pixels, got {self.block_size}")
+
+
+class Segmentation(NamedTuple):
+    """Labels of one image and the scale they were predicted at: ``diameter`` the nuclei's
+    diameter used (pixels; given, estimated, or None), ``scale`` the resize factor (1: none)."""
+
+    labels: np.ndarray
+    diameter: float | None
+    scale: float
 
 
 def choose_device(name: str | torch.device = "auto") -> torch.device:
@@ -198,22 +230,78 @@ class Predictor:
         """
         return self.probabilities_of_normalized(self.normalize(image), tta)
 
+    def probabilities(self, x: np.ndarray, tta: bool = False, scale: float = 1.0) -> np.ndarray:
+        """:meth:`probabilities_of_normalized` of the network input ``x`` (C, H, W) resized by
+        ``scale``, resized back to (3, H, W)."""
+        if scale == 1.0:
+            return self.probabilities_of_normalized(x, tta)
+        h, w = x.shape[-2:]
+        scaled = resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+        return resize(self.probabilities_of_normalized(scaled, tta), (h, w))
+
+    def scale_for(self, image: np.ndarray, options: PredictOptions) -> tuple[float | None, float]:
+        """(diameter, scale) for ``image`` under ``options.diameter`` (see the module docstring).
+        An estimate for an image larger than one tile uses its central tile."""
+        target = self.config.nucleus_diameter
+        if options.diameter is None or target is None:
+            return None, 1.0
+        if options.diameter != "auto":
+            diameter = float(options.diameter)
+        else:
+            diameter = self._estimate_diameter(image, options)
+            if diameter is None:
+                return None, 1.0
+        scale = float(np.clip(target / diameter, *SCALE_RANGE))
+        return diameter, (1.0 if abs(scale - 1.0) < 0.1 else scale)
+
+    def _estimate_diameter(self, image: np.ndarray, options: PredictOptions) -> float | None:
+        """The nuclei's median diameter (original pixels) in ``image``'s central tile: a first
+        pass at the original scale, and when that suggests rescaling, a second pass at the
+        suggested scale, where fragments of large nuclei join (None: too few nuclei)."""
+        h, w = image.shape[:2]
+        t = self.tile_size
+        r0, c0 = max(0, (h - t) // 2), max(0, (w - t) // 2)
+        x = self.normalize(image[r0 : r0 + t, c0 : c0 + t])
+        watershed = options.watershed or self.watershed
+        diameter, n = median_diameter(probabilities_to_labels(self.probabilities(x, options.tta), watershed))
+        scale = float(np.clip(self.config.nucleus_diameter / diameter, *SCALE_RANGE)) if n else 1.0
+        if n >= MIN_NUCLEI_FOR_SIZE and abs(scale - 1.0) >= 0.1:
+            second = probabilities_to_labels(self.probabilities(x, options.tta, scale), scaled_watershed(watershed, scale))
+            refined, m = median_diameter(second)
+            diameter, n = (refined, m) if m >= MIN_NUCLEI_FOR_SIZE else (diameter, n)
+        return diameter if n >= MIN_NUCLEI_FOR_SIZE else None
+
+    def segment(self, image: np.ndarray, options: PredictOptions | None = None) -> Segmentation:
+        """:meth:`predict` with the diameter and scale it used."""
+        options = options or PredictOptions()
+        diameter, scale = self.scale_for(image, options)
+        watershed = scaled_watershed(options.watershed or self.watershed, scale)
+        if is_huge(image.shape, options.block_size):
+            labels = predict_blockwise(self, image, options.block_size, watershed=watershed, tta=options.tta,
+                                       scale=scale)[0]
+        else:
+            labels = probabilities_to_labels(self.probabilities(self.normalize(image), options.tta, scale), watershed)
+        return Segmentation(labels, diameter, scale)
+
     def predict(self, image: np.ndarray, options: PredictOptions | None = None) -> np.ndarray:
         """Label image of the nuclei in ``image`` ((H, W) or (H, W, C), C in 1..4, any numeric dtype).
 
-        ``options``: watershed values (None: the model's), ``tta``, and ``block_size``: an image
-        with a side over twice it is predicted block by block.
+        ``options``: watershed values (None: the model's), ``tta``, ``diameter`` (rescaling, see
+        the module docstring), and ``block_size``: an image with a side over twice it is predicted
+        block by block.
 
         Returns
         -------
         (H, W) label image, 0 = background, nuclei numbered 1..N with no gap: int32, or uint32
         for images predicted block by block.
         """
-        options = options or PredictOptions()
-        watershed = options.watershed or self.watershed
-        if is_huge(image.shape, options.block_size):
-            return predict_blockwise(self, image, options.block_size, watershed=watershed, tta=options.tta)[0]
-        return probabilities_to_labels(self.predict_probabilities(image, options.tta), watershed)
+        return self.segment(image, options).labels
+
+
+def scaled_watershed(watershed: WatershedParams, scale: float) -> WatershedParams:
+    """``watershed`` for an image resized by ``scale``: its minimum area (pixels at the model's
+    scale) in pixels of the original image."""
+    return watershed if scale == 1.0 else replace(watershed, min_area=int(round(watershed.min_area / scale**2)))
 
 
 def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "auto", **kwargs) -> Predictor:

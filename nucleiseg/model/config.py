@@ -166,6 +166,9 @@ class ModelConfig:
         Wall-clock training time.
     min_area_quantiles : dict of str to int
         Minimum-size candidates of the tuning: quantile of the training nuclei's areas -> pixels.
+    nucleus_diameter : float or None
+        Median equivalent diameter of the training nuclei, pixels: the size ``--diameter``
+        rescales images' nuclei to (None: not recorded, no rescaling).
     trained_on : list of dict
         One record per training collection: its provenance (name, licence, source, citation;
         :class:`~nucleiseg.data.provenance.Provenance`), the folder, its training and validation
@@ -183,6 +186,7 @@ class ModelConfig:
     training_minutes: float | None = None
     min_area_quantiles: dict[str, int] = field(default_factory=dict)
     trained_on: list[dict] = field(default_factory=list)
+    nucleus_diameter: float | None = None
 
     def __post_init__(self) -> None:
         if self.border_width < 1:
@@ -202,6 +206,7 @@ class ModelConfig:
              "watershed": self.watershed.to_dict(), "border_width": self.border_width}
         optional = {"training": self.training, "history": self.history, "training_minutes": self.training_minutes,
                     "min_area_quantiles": self.min_area_quantiles, "trained_on": self.trained_on,
+                    "nucleus_diameter": self.nucleus_diameter,
                     "validation": self.validation.to_dict() if self.validation else None}
         return d | {k: v for k, v in optional.items() if v not in (None, {}, [])}
 
@@ -219,7 +224,7 @@ class ModelConfig:
                  "watershed": WatershedParams.from_dict, "border_width": int, "training": dict,
                  "validation": ValidationRecord.from_dict, "history": lambda h: [dict(x) for x in h],
                  "training_minutes": float, "min_area_quantiles": lambda q: {str(k): int(v) for k, v in q.items()},
-                 "trained_on": lambda records: [dict(r) for r in records]}
+                 "trained_on": lambda records: [dict(r) for r in records], "nucleus_diameter": float}
         unknown = set(d) - set(parse)
         if unknown:
             raise ValueError(f"unknown config entries {sorted(unknown)}")

@@ -22,18 +22,10 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ..transforms import dihedral, pad_to_shape
+from ..transforms import dihedral, pad_to_shape, per_channel
 
 AugmentLevel = Literal["none", "flips", "full", "heavy"]
 AUGMENT_LEVELS: tuple[str, ...] = typing.get_args(AugmentLevel)
-
-
-def per_channel(function, array: np.ndarray) -> np.ndarray:
-    """``function`` (2-D array -> 2-D array) applied to an (H, W) array, or to each channel of a
-    (C, H, W) one (OpenCV would take a 3-D array as (H, W, channels))."""
-    if array.ndim == 2:
-        return function(array)
-    return np.stack([function(channel) for channel in array])
 
 
 def random_crop(

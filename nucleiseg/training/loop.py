@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import NucleisegError
+from ..labels import median_diameter
 from ..inference.predictor import Predictor, choose_device
 from ..model.config import ModelConfig, NormalizationConfig, ValidationRecord
 from ..model.file import save_model_file
@@ -137,8 +138,8 @@ def _record(cfg: TrainConfig, paths: list[Path], train_set: list[Sample], val_se
                 "data": data, "n_train": len(train_set), "n_validation": len(val_set), "device": str(device),
                 "processes": ctx.world_size}
     return ModelConfig(normalization=NormalizationConfig(cfg.p_low, cfg.p_high, channels=cfg.input_channels),
-                       border_width=cfg.border_width,
-                       training=training, trained_on=trained_on)
+                       border_width=cfg.border_width, training=training, trained_on=trained_on,
+                       nucleus_diameter=median_diameter(*(s.labels for s in train_set))[0] or None)
 
 
 def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig, device: torch.device | str = "auto",
