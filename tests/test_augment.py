@@ -38,3 +38,18 @@ def test_sample_batch_with_pixel_weights():
     for b, i in enumerate(idx):
         np.testing.assert_allclose(ws[b], 2.0 + i)
     assert sample_batch(images, classes, np.ones(3) / 3, 2, 16, rng)[2] is None
+
+
+def test_shift_intensity_varies_channels_apart():
+    from nucleiseg.training.augment import _jpeg, shift_intensity
+
+    yy, xx = np.mgrid[:64, :64]
+    same = np.stack([(yy + xx) / 126.0] * 2).astype(np.float32)  # two equal channels
+    rng = np.random.default_rng(4)
+    outs = [shift_intensity(same, rng) for _ in range(20)]
+    assert all(o.shape == same.shape and o.dtype == np.float32 and 0 <= o.min() and o.max() <= 1 for o in outs)
+    assert all(not np.allclose(o[0], o[1]) for o in outs)  # stain channels jittered apart
+    dims = [o.mean() / max(same.mean(), 1e-6) for o in outs]
+    assert min(dims) < 0.7  # some crops come out dim
+    jpeg = _jpeg(same[0], 30)
+    assert np.abs(jpeg - same[0]).max() > 0 and np.abs(jpeg - same[0]).mean() < 0.02  # lossy, but close

@@ -7,7 +7,12 @@ Levels (``augment=``):
 - ``"full"`` (default): crop with random scale 0.7..1.4 half of the time, dihedral transform, and
   intensity changes on the normalised [0, 1] image: gamma, contrast, brightness, Gaussian noise;
 - ``"heavy"``: ``"full"`` plus, each with probability 0.3, an elastic deformation (smooth random
-  displacement field, up to about 4 px) and a Gaussian blur (sigma 0.5..1.5 px).
+  displacement field, up to about 4 px) and a Gaussian blur (sigma 0.5..1.5 px);
+- ``"shift"``: for images from unseen sources (:func:`shift_intensity`): crop with random scale
+  0.5..2 half of the time, dihedral transform, then per channel (so the stain channels of a
+  colour input vary apart) gamma 0.5..2, contrast 0.5..1.5 and brightness -0.2..0.2; a smooth
+  illumination field dimming parts of the crop to 30 %; and, each with probability 0.3, Gaussian
+  blur (sigma 0.5..2 px), Gaussian noise (sigma up to 0.08) and JPEG artefacts (quality 30..90).
 
 Colour, grayscale and inversion need no augmentation here: every image is reduced to one gray
 channel and inverted when its background is light (:func:`nucleiseg.transforms.normalize_image`)
@@ -24,7 +29,7 @@ import numpy as np
 
 from ..transforms import dihedral, pad_to_shape, per_channel
 
-AugmentLevel = Literal["none", "flips", "full", "heavy"]
+AugmentLevel = Literal["none", "flips", "full", "heavy", "shift"]
 AUGMENT_LEVELS: tuple[str, ...] = typing.get_args(AugmentLevel)
 
 
@@ -58,6 +63,34 @@ def intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         x = x + rng.normal(0.0, rng.uniform(0.0, 0.03), size=x.shape)
     return x.astype(np.float32)
+
+
+def shift_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The intensity part of the ``"shift"`` level (see the module docstring) on a (C, H, W)
+    float32 crop in [0, 1]."""
+    x = np.clip(image, 0.0, 1.0)
+    gamma = rng.uniform(0.5, 2.0, size=(x.shape[0], 1, 1))
+    contrast = rng.uniform(0.5, 1.5, size=(x.shape[0], 1, 1))
+    brightness = rng.uniform(-0.2, 0.2, size=(x.shape[0], 1, 1))
+    x = x**gamma * contrast + brightness
+    h, w = x.shape[-2:]
+    field = cv2.resize(rng.uniform(0.3, 1.0, size=(3, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    x = x * np.clip(field, 0.3, 1.0)
+    if rng.random() < 0.3:
+        sigma = rng.uniform(0.5, 2.0)
+        x = per_channel(lambda c: cv2.GaussianBlur(np.ascontiguousarray(c, np.float32), (0, 0), sigma), x)
+    if rng.random() < 0.3:
+        x = x + rng.normal(0.0, rng.uniform(0.0, 0.08), size=x.shape)
+    if rng.random() < 0.3:
+        quality = int(rng.integers(30, 91))
+        x = per_channel(lambda c: _jpeg(c, quality), np.clip(x, 0.0, 1.0))
+    return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+def _jpeg(channel: np.ndarray, quality: int) -> np.ndarray:
+    """One channel in [0, 1] through JPEG compression at ``quality`` and back."""
+    ok, buf = cv2.imencode(".jpg", np.round(channel * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
 
 
 def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4.0, grid: int = 4) -> list[np.ndarray]:
@@ -100,13 +133,16 @@ def sample_batch(
     ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)
     for b, i in enumerate(idx):
         parts = [images[i], classes[i]] + ([] if ws is None else [pixel_weights[i]])
-        parts = random_crop(parts, crop_size, rng, (0.7, 1.4) if augment in ("full", "heavy") else (1.0, 1.0))
+        scales = {"full": (0.7, 1.4), "heavy": (0.7, 1.4), "shift": (0.5, 2.0)}.get(augment, (1.0, 1.0))
+        parts = random_crop(parts, crop_size, rng, scales)
         if augment == "heavy" and rng.random() < 0.3:
             parts = elastic(parts, rng)
         k = int(rng.integers(0, 8)) if augment != "none" else 0
         image = dihedral(parts[0], k)
         if augment in ("full", "heavy"):
             image = intensity(image, rng)
+        elif augment == "shift":
+            image = shift_intensity(image if image.ndim == 3 else image[None], rng).reshape(image.shape)
         if augment == "heavy" and rng.random() < 0.3:
             sigma = rng.uniform(0.5, 1.5)
             image = per_channel(lambda x: cv2.GaussianBlur(np.ascontiguousarray(x), (0, 0), sigma), image)
