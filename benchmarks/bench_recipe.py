@@ -62,6 +62,13 @@ SHIFT: dict[str, tuple[str, list[str], float]] = {
                                                                      "--seed", "1"], 1.0),
     "rgb": ("RGB input", ["--input-channels", "rgb"], 1.0),
     "rgb-seed1": ("RGB input, seed 1", ["--input-channels", "rgb", "--seed", "1"], 1.0),
+    "gray+haematoxylin-shift": ("gray + haematoxylin, augmentation for unseen sources (--augment shift)",
+                                ["--input-channels", "gray+haematoxylin", "--augment", "shift"], 1.0),
+    "gray+haematoxylin-shift-seed1": ("gray + haematoxylin, --augment shift, seed 1",
+                                      ["--input-channels", "gray+haematoxylin", "--augment", "shift", "--seed", "1"], 1.0),
+    "rgb-shift": ("RGB input, --augment shift", ["--input-channels", "rgb", "--augment", "shift"], 1.0),
+    "rgb-shift-seed1": ("RGB input, --augment shift, seed 1",
+                        ["--input-channels", "rgb", "--augment", "shift", "--seed", "1"], 1.0),
 }
 
 STUDIES = {"recipe": RECIPE, "shift": SHIFT}
