@@ -120,3 +120,33 @@ def test_clean_labels_fills_holes_and_renumbers():
     labels[8, 8] = 9
     out = clean_labels(labels, min_area=2)
     assert out[3, 3] == 1 and out.max() == 1
+
+
+def test_marker_h_splits_touching_disks_the_border_missed(touching_and_isolated):
+    """A network that sees no border between two touching disks: one marker component. Distance-
+    transform h-maxima markers (marker_h > 0) split it back into the two disks (IoU > 0.8 each);
+    the isolated disk, whose distance maximum (8 px) is below a large h, keeps a marker of its own."""
+    labels = touching_and_isolated
+    foreground = (labels > 0).astype(np.float32)
+    probs = np.stack([foreground, np.zeros_like(foreground), 1 - foreground])
+    assert probabilities_to_labels(probs, WatershedParams(0.5, 0.5, 0)).max() == 2  # merged
+    for h in (1.0, 2.0):
+        out = probabilities_to_labels(probs, WatershedParams(0.5, 0.5, 0, marker_h=h))
+        assert out.max() == 3
+        for true_label in (4, 9, 2):
+            ids, counts = np.unique(out[labels == true_label], return_counts=True)
+            main = ids[np.argmax(counts)]
+            iou = ((out == main) & (labels == true_label)).sum() / ((out == main) | (labels == true_label)).sum()
+            assert main != 0 and iou > 0.8
+    big_h = probabilities_to_labels(probs, WatershedParams(0.5, 0.5, 0, marker_h=50.0))
+    assert big_h.max() == 2 and (big_h[labels == 2] > 0).all()  # no component lost
+
+
+def test_watershed_params_round_trip_and_old_files():
+    p = WatershedParams(0.7, 0.4, 30, marker_h=2.0)
+    assert WatershedParams.from_dict(p.to_dict()) == p
+    old = {"marker_threshold": 0.8, "mask_threshold": 0.6, "min_area": 41}  # written before marker_h
+    assert WatershedParams.from_dict(old) == WatershedParams(0.8, 0.6, 41, 0.0)
+    assert WatershedParams.from_dict(old).to_dict() == old
+    with pytest.raises(ValueError, match="marker_h"):
+        WatershedParams(marker_h=-1)

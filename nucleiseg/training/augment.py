@@ -14,9 +14,12 @@ Levels (``augment=``):
   illumination field dimming parts of the crop to 30 %; and, each with probability 0.3, Gaussian
   blur (sigma 0.5..2 px), Gaussian noise (sigma up to 0.08) and JPEG artefacts (quality 30..90).
 
-Colour, grayscale and inversion need no augmentation here: every image is reduced to one gray
-channel and inverted when its background is light (:func:`nucleiseg.transforms.normalize_image`)
-before training and prediction alike.
+Inversion needs no augmentation here: light backgrounds are inverted before training and
+prediction alike (:func:`nucleiseg.transforms.normalize_image`). Stain variation reaches the
+network through the per-channel intensity changes of ``"shift"`` on the haematoxylin channel of a
+gray + haematoxylin input (:func:`nucleiseg.transforms.network_input`), a per-channel form of the
+HED-space stain jitter of Tellez et al. 2019 (Med. Image Anal. 58:101544); hue and saturation are
+not varied apart from that.
 """
 
 from __future__ import annotations
