@@ -147,12 +147,16 @@ def test_model_file_round_trip_and_refusals(tmp_path):
 
 
 def test_bundled_model_file_reads_as_it_is():
-    """The bundled file predates ModelConfig: its stored entries must read back to the same values."""
+    """The bundled file's stored entries read back to the same values: the model of issue 14, on
+    gray + haematoxylin input, trained on DSB2018 and MoNuSeg 2018 (101 + 7 validation images)."""
     _, config = read_model_file(None)
     raw = torch.load(bundled_model_path(), weights_only=True)["config"]
     assert config.to_dict() == raw
-    assert config.watershed == WatershedParams(0.8, 0.6, 41)
-    assert config.validation.score == pytest.approx(0.5811, abs=5e-5) and len(config.validation.ids) == 101
+    assert config.watershed == WatershedParams(0.8, 0.6, 58)
+    assert config.normalization.channels == "gray+haematoxylin" and config.unet.in_channels == 2
+    assert config.validation.score == pytest.approx(0.4120, abs=5e-5) and len(config.validation.ids) == 108
+    assert config.validation.per_collection["DSB2018 stage1_train"] == pytest.approx(0.5490, abs=5e-5)
+    assert [r["licence"] for r in config.trained_on] == ["CC0 1.0", "CC BY-NC-SA 4.0"]
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".bmp", ".tif"])

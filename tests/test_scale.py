@@ -280,9 +280,10 @@ def test_blockwise_rescaled_equals_whole_image_rescaled():
     with whole-image prediction at the same scale."""
     image = read_image(_sample(CROWDED))
     mosaic = np.concatenate([np.concatenate([image, image[:, ::-1]], 1)] * 2, 0)  # 1040 x 1392
-    options = PredictOptions(diameter=2 * 19.48, block_size=400)  # nuclei said to be twice the training size
-    whole = Predictor.from_file(device="cpu", tile_size=1424).segment(mosaic, PredictOptions(diameter=2 * 19.48))
-    blocks = Predictor.from_file(device="cpu").segment(mosaic, options)
+    whole_predictor = Predictor.from_file(device="cpu", tile_size=1424)
+    diameter = 2 * whole_predictor.config.nucleus_diameter  # nuclei said to be twice the training size
+    whole = whole_predictor.segment(mosaic, PredictOptions(diameter=diameter))
+    blocks = Predictor.from_file(device="cpu").segment(mosaic, PredictOptions(diameter=diameter, block_size=400))
     assert whole.scale == blocks.scale == pytest.approx(0.5, abs=0.01)
     assert blocks.labels.shape == whole.labels.shape == mosaic.shape[:2]
     assert dsb_score(whole.labels, blocks.labels) >= 0.95

@@ -28,6 +28,7 @@ _WATERSHED_HELP = field_docs(WatershedParams)
               help=_WATERSHED_HELP["marker_threshold"] + " [default: the model's tuned value]")
 @click.option("--mask-threshold", type=float, help=_WATERSHED_HELP["mask_threshold"] + " [default: the model's tuned value]")
 @click.option("--min-area", type=int, help=_WATERSHED_HELP["min_area"] + " [default: the model's tuned value]")
+@click.option("--marker-h", type=float, help=_WATERSHED_HELP["marker_h"] + " [default: the model's value]")
 @device_option
 @click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
 @click.option("--tta", is_flag=True, help="Average the 8 flips / 90-degree rotations (8x slower).")
@@ -50,7 +51,7 @@ _WATERSHED_HELP = field_docs(WatershedParams)
 @diameter_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")
-def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, device, no_overlay, tta,
+def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, no_overlay, tta,
             skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model, block_size, workers,
             scheduler, diameter, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
@@ -74,7 +75,8 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     inputs = [bundled_samples_dir() / "images"] if samples else list(inputs)
     try:
         predictor = Predictor.from_file(model, device, tile_size=tile_size, compile=compile_model)
-        overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area}
+        overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area,
+                     "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
         options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
                                  pixel_size, label_format, diameter)
