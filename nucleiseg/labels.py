@@ -23,10 +23,17 @@ def check_label_image(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     return labels
 
 
+def nucleus_areas(*label_images: np.ndarray) -> np.ndarray:
+    """(N,) int64 areas, in pixels, of every nucleus of the (H, W) label images (labels without
+    pixels left out)."""
+    areas = np.concatenate([np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images]
+                           or [np.zeros(0, np.int64)])
+    return areas[areas > 0]
+
+
 def median_diameter(*label_images: np.ndarray) -> tuple[float, int]:
     """(median, count) over every nucleus of the label images of its equivalent diameter
     sqrt(4 area / pi), the diameter of the disk of the same area, in pixels; (0.0, 0) without
     nuclei."""
-    areas = np.concatenate([np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images] or [np.zeros(0)])
-    areas = areas[areas > 0]
+    areas = nucleus_areas(*label_images)
     return (float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else 0.0), int(areas.size)

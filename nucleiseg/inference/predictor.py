@@ -242,8 +242,7 @@ class Predictor:
     def scale_for(self, image: np.ndarray, options: PredictOptions) -> tuple[float | None, float]:
         """(diameter, scale) for ``image`` under ``options.diameter`` (see the module docstring).
         An estimate for an image larger than one tile uses its central tile."""
-        target = self.config.nucleus_diameter
-        if options.diameter is None or target is None:
+        if options.diameter is None or self.config.nucleus_diameter is None:
             return None, 1.0
         if options.diameter != "auto":
             diameter = float(options.diameter)
@@ -251,8 +250,13 @@ class Predictor:
             diameter = self._estimate_diameter(image, options)
             if diameter is None:
                 return None, 1.0
-        scale = float(np.clip(target / diameter, *SCALE_RANGE))
-        return diameter, (1.0 if abs(scale - 1.0) < 0.1 else scale)
+        return diameter, self._scale_of(diameter)
+
+    def _scale_of(self, diameter: float) -> float:
+        """The resize factor for nuclei ``diameter`` pixels across: the model's training diameter
+        over it, clipped to :data:`SCALE_RANGE`; 1 when within 10 % of 1."""
+        scale = float(np.clip(self.config.nucleus_diameter / diameter, *SCALE_RANGE))
+        return 1.0 if abs(scale - 1.0) < 0.1 else scale
 
     def _estimate_diameter(self, image: np.ndarray, options: PredictOptions) -> float | None:
         """The nuclei's median diameter (original pixels) in ``image``'s central tile: a first
@@ -264,8 +268,8 @@ class Predictor:
         x = self.normalize(image[r0 : r0 + t, c0 : c0 + t])
         watershed = options.watershed or self.watershed
         diameter, n = median_diameter(probabilities_to_labels(self.probabilities(x, options.tta), watershed))
-        scale = float(np.clip(self.config.nucleus_diameter / diameter, *SCALE_RANGE)) if n else 1.0
-        if n >= MIN_NUCLEI_FOR_SIZE and abs(scale - 1.0) >= 0.1:
+        scale = self._scale_of(diameter) if n else 1.0
+        if n >= MIN_NUCLEI_FOR_SIZE and scale != 1.0:
             second = probabilities_to_labels(self.probabilities(x, options.tta, scale), scaled_watershed(watershed, scale))
             refined, m = median_diameter(second)
             diameter, n = (refined, m) if m >= MIN_NUCLEI_FOR_SIZE else (diameter, n)

@@ -34,6 +34,9 @@ from ..transforms import dihedral, pad_to_shape, per_channel
 
 AugmentLevel = Literal["none", "flips", "full", "heavy", "shift"]
 AUGMENT_LEVELS: tuple[str, ...] = typing.get_args(AugmentLevel)
+#: Range of the random crop scale (applied half of the time) per level.
+CROP_SCALES: dict[str, tuple[float, float]] = {"none": (1.0, 1.0), "flips": (1.0, 1.0), "full": (0.7, 1.4),
+                                                "heavy": (0.7, 1.4), "shift": (0.5, 2.0)}
 
 
 def random_crop(
@@ -136,8 +139,7 @@ def sample_batch(
     ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)
     for b, i in enumerate(idx):
         parts = [images[i], classes[i]] + ([] if ws is None else [pixel_weights[i]])
-        scales = {"full": (0.7, 1.4), "heavy": (0.7, 1.4), "shift": (0.5, 2.0)}.get(augment, (1.0, 1.0))
-        parts = random_crop(parts, crop_size, rng, scales)
+        parts = random_crop(parts, crop_size, rng, CROP_SCALES[augment])
         if augment == "heavy" and rng.random() < 0.3:
             parts = elastic(parts, rng)
         k = int(rng.integers(0, 8)) if augment != "none" else 0

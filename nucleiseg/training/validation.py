@@ -13,6 +13,7 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
+from ..labels import nucleus_areas
 from ..metrics import dsb_score
 from ..model.config import ModelConfig, ValidationRecord
 from ..postprocess import WatershedParams, drop_small_objects, probabilities_to_labels
@@ -86,8 +87,7 @@ def min_area_candidates(samples: list[Sample], quantiles: Iterable[float] = MIN_
     The q-quantile of the areas (pixels) of every nucleus in ``samples``; quantile 0 gives 0 (keep
     everything). The watershed tuning picks one of these on the validation split.
     """
-    areas = np.concatenate([np.bincount(s.labels.ravel())[1:] for s in samples] or [np.zeros(0, np.int64)])
-    areas = areas[areas > 0]
+    areas = nucleus_areas(*(s.labels for s in samples))
     return {float(q): (0 if q == 0 or areas.size == 0 else int(np.quantile(areas, q))) for q in quantiles}
 
 
