@@ -28,6 +28,7 @@ LABEL_FORMATS = ("tif", "png")
 #: File name endings of the other per-image outputs, after the ImageId.
 OVERLAY_SUFFIX = "_overlay.png"
 NUCLEI_TABLE_SUFFIX = "_nuclei.csv"
+GEOJSON_SUFFIX = ".geojson"
 
 
 class OutputPaths(NamedTuple):
@@ -36,10 +37,11 @@ class OutputPaths(NamedTuple):
     labels: Path  # <ImageId>.tif or <ImageId>.png
     overlay: Path  # <ImageId>_overlay.png
     nuclei_table: Path  # <ImageId>_nuclei.csv
+    geojson: Path  # <ImageId>.geojson
 
 
 def output_paths(out: str | os.PathLike, image_id: str, label_format: str = "tif") -> OutputPaths:
-    """Paths of ``image_id``'s label image, overlay and per-nucleus table in folder ``out``.
+    """Paths of ``image_id``'s label image, overlay, per-nucleus table and GeoJSON in folder ``out``.
 
     Raises
     ------
@@ -50,12 +52,12 @@ def output_paths(out: str | os.PathLike, image_id: str, label_format: str = "tif
         raise NucleisegError(f"label format must be one of {', '.join(LABEL_FORMATS)}, got {label_format!r}")
     out = Path(out)
     return OutputPaths(out / f"{image_id}.{label_format}", out / f"{image_id}{OVERLAY_SUFFIX}",
-                       out / f"{image_id}{NUCLEI_TABLE_SUFFIX}")
+                       out / f"{image_id}{NUCLEI_TABLE_SUFFIX}", out / f"{image_id}{GEOJSON_SUFFIX}")
 
 
 def is_side_output(name: str) -> bool:
-    """Whether a file name is an overlay or a per-nucleus table rather than a label image."""
-    return name.endswith(OVERLAY_SUFFIX) or name.endswith(NUCLEI_TABLE_SUFFIX)
+    """Whether a file name is an overlay, a per-nucleus table or a GeoJSON file rather than a label image."""
+    return name.endswith(OVERLAY_SUFFIX) or name.endswith(NUCLEI_TABLE_SUFFIX) or name.endswith(GEOJSON_SUFFIX)
 
 
 @contextmanager
@@ -86,17 +88,75 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         write(tmp)
 
 
-def write_label_image(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write a label image as an uncompressed TIFF, atomically.
+#: TIFF ``Software`` tag of the label images nucleiseg writes (how its napari reader knows them).
+LABEL_SOFTWARE = "nucleiseg"
+#: Label images with a side longer than this (pixels) get a multi-resolution pyramid.
+PYRAMID_MIN_SIDE = 8192
+#: Pyramid levels halve the image until its long side is at most this (pixels).
+PYRAMID_SMALLEST_SIDE = 1024
+
+
+def pyramid_levels(shape: tuple[int, int]) -> int:
+    """Number of reduced levels (each half the previous, every other pixel) for a label image of
+    ``shape``: 0 up to :data:`PYRAMID_MIN_SIDE`, else until the long side is at most
+    :data:`PYRAMID_SMALLEST_SIDE`."""
+    if max(shape) <= PYRAMID_MIN_SIDE:
+        return 0
+    return int(np.ceil(np.log2(max(shape) / PYRAMID_SMALLEST_SIDE)))
+
+
+def write_label_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write ``labels`` (an (H, W) integer array or memory map, written as its dtype) as TIFF at
+    ``path`` (not atomic: see :func:`write_label_image`).
+
+    With ``pixel_size`` (micrometres per pixel) the file is OME-TIFF (OME-XML ``PhysicalSizeX`` /
+    ``PhysicalSizeY`` in µm, read by Fiji's Bio-Formats, napari and QuPath) and its TIFF resolution
+    tags say the same in pixels per centimetre (ImageJ's own TIFF reader). Images with a side over
+    :data:`PYRAMID_MIN_SIDE` get a pyramid of reduced levels in SubIFDs (OME-TIFF's pyramid layout;
+    labels reduced by taking every other pixel, so values stay labels); level 0 stays contiguous
+    and uncompressed, so the file can be memory-mapped (``tifffile.memmap``).
+
+    Raises
+    ------
+    ValueError
+        if ``pixel_size`` is not positive.
+    """
+    import tifffile
+
+    if pixel_size is not None and not pixel_size > 0:
+        raise ValueError(f"pixel size must be > 0 micrometres, got {pixel_size}")
+    n_levels = pyramid_levels(labels.shape)
+    ome = pixel_size is not None or n_levels > 0
+    metadata = {"axes": "YX"}
+    if pixel_size is not None:
+        metadata |= {"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
+                     "PhysicalSizeYUnit": "µm"}
+
+    def resolution(factor: int) -> dict:
+        if pixel_size is None:
+            return {}
+        per_cm = 1e4 / (pixel_size * factor)
+        return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+
+    with tifffile.TiffWriter(path, ome=ome) as tif:
+        tif.write(labels, photometric="minisblack", subifds=n_levels or None, metadata=metadata if ome else None,
+                  software=LABEL_SOFTWARE, **resolution(1))
+        for level in range(1, n_levels + 1):
+            step = 2**level
+            tif.write(np.ascontiguousarray(labels[::step, ::step]), photometric="minisblack", subfiletype=1,
+                      **resolution(step))
+
+
+def write_label_image(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write a label image as an uncompressed TIFF, atomically (:func:`write_label_tiff`: OME-TIFF
+    with ``pixel_size``, micrometres per pixel; a pyramid for very large images).
 
     ``labels`` (H, W) non-negative integers; stored as uint16 when the largest label fits, else
     uint32 (both read by Fiji, napari, tifffile and imageio).
     """
-    import tifffile
-
     labels = np.asarray(labels)
     dtype = np.uint16 if labels.max(initial=0) <= 65535 else np.uint32
-    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, labels.astype(dtype), photometric="minisblack"))
+    atomic_write(path, lambda tmp: write_label_tiff(tmp, labels.astype(dtype, copy=False), pixel_size))
 
 
 def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
@@ -114,12 +174,13 @@ def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
     write_png(path, labels.astype(np.uint16))
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
-    """Write a label image in the format its suffix names (.tif / .tiff or .png), atomically."""
+def write_labels(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write a label image in the format its suffix names (.tif / .tiff or .png), atomically;
+    ``pixel_size`` (micrometres per pixel) makes a TIFF an OME-TIFF (PNG has no place for it)."""
     if Path(path).suffix.lower() == ".png":
         write_label_png(path, labels)
     else:
-        write_label_image(path, labels)
+        write_label_image(path, labels, pixel_size)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

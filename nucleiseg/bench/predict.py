@@ -28,23 +28,31 @@ def one_image_per_size(inputs: list[Path]) -> dict[str, np.ndarray]:
 
 
 def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat: int = 3, tta: tuple[bool, ...] = (False, True),
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, others: tuple["Predictor", ...] = ()) -> dict:
     """Per image size: end-to-end ms per image (best of ``repeat``), split into network
-    (normalisation, U-Net, softmax) and watershed, and megapixels per second."""
+    (normalisation, U-Net, softmax) and watershed, and megapixels per second; ``others`` (e.g.
+    the ONNX backend of the same model) are timed on the same images, one after the other per
+    image, and their labels compared with ``predictor``'s (``same_labels``)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     rows = []
     for name, image in images.items():
-        predictor.predict(image)  # warm-up
-        for use_tta in tta:
-            net_s, probs = best_of(lambda: predictor.predict_probabilities(image, tta=use_tta), repeat)
-            ws_s, labels = best_of(lambda: probabilities_to_labels(probs, predictor.watershed), repeat)
-            mp = image.shape[0] * image.shape[1] / 1e6
-            rows.append({"image": name, "shape": list(image.shape[:2]), "tta": use_tta, "network_ms": net_s * 1e3,
-                         "watershed_ms": ws_s * 1e3, "total_ms": (net_s + ws_s) * 1e3,
-                         "megapixels_per_s": mp / (net_s + ws_s), "nuclei": int(labels.max(initial=0))})
+        reference = None
+        for p in (predictor, *others):
+            p.predict(image)  # warm-up
+            for use_tta in tta:
+                net_s, probs = best_of(lambda: p.predict_probabilities(image, tta=use_tta), repeat)
+                ws_s, labels = best_of(lambda: probabilities_to_labels(probs, p.watershed), repeat)
+                if p is predictor and not use_tta:
+                    reference = labels
+                mp = image.shape[0] * image.shape[1] / 1e6
+                rows.append({"image": name, "shape": list(image.shape[:2]), "backend": p.backend, "tta": use_tta,
+                             "network_ms": net_s * 1e3, "watershed_ms": ws_s * 1e3, "total_ms": (net_s + ws_s) * 1e3,
+                             "megapixels_per_s": mp / (net_s + ws_s), "nuclei": int(labels.max(initial=0)),
+                             "same_labels": None if use_tta or reference is None
+                             else bool(np.array_equal(labels, reference))})
     return {"machine": machine(), "device": device_name(predictor.device), "torch_threads": torch.get_num_threads(),
             "channels_last": predictor.channels_last, "compiled": predictor.network is not predictor.model,
             "rows": rows}
@@ -54,9 +62,11 @@ def format_predict(result: dict) -> str:
     lines = [f"machine: {result['machine']}; device {result['device']}, torch threads {result['torch_threads']}, "
              f"channels-last {'on' if result.get('channels_last') else 'off'}, "
              f"torch.compile {'on' if result.get('compiled') else 'off'}",
-             f"{'image':<14}{'H x W':>11}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}{'total ms':>10}{'MPx/s':>8}"]
+             f"{'image':<14}{'H x W':>11}{'backend':>8}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}"
+             f"{'total ms':>10}{'MPx/s':>8}{'labels':>8}"]
     for r in result["rows"]:
-        lines.append(f"{r['image'][:12]:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{'yes' if r['tta'] else 'no':>5}"
-                     f"{r['network_ms']:>12.0f}{r['watershed_ms']:>14.0f}{r['total_ms']:>10.0f}"
-                     f"{r['megapixels_per_s']:>8.2f}")
+        same = {None: "", True: "same", False: "differ"}[r.get("same_labels")]
+        lines.append(f"{r['image'][:12]:<14}{r['shape'][0]:>5}x{r['shape'][1]:<5}{r.get('backend', 'torch'):>8}"
+                     f"{'yes' if r['tta'] else 'no':>5}{r['network_ms']:>12.0f}{r['watershed_ms']:>14.0f}"
+                     f"{r['total_ms']:>10.0f}{r['megapixels_per_s']:>8.2f}{same:>8}")
     return "\n".join(lines)

@@ -90,9 +90,11 @@ def bench_score_cmd(source: Path | None, huge: bool, model: Path | None, as_json
 @click.option("--no-tta", is_flag=True, help="Skip the TTA rows.")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True, help="Channels-last tensors.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network (compilation not timed).")
+@click.option("--onnx", "with_onnx", is_flag=True, help="Also time the ONNX backend (onnxruntime) on the same images, "
+              "row by row beside PyTorch, and compare its labels (the 'onnx' extra).")
 @_JSON
 def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str, no_tta: bool, channels_last: bool,
-                      compile_model: bool, as_json: Path | None) -> None:
+                      compile_model: bool, with_onnx: bool, as_json: Path | None) -> None:
     """Inference speed per image size: one image of each distinct size among INPUTS.
 
     \b
@@ -100,15 +102,17 @@ def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str,
     from 256 x 256 to 1024 x 1024].
     Example:
       nucleiseg bench predict
+      nucleiseg bench predict --onnx --no-tta
     """
     from ..bench.common import to_json
     from ..bench.predict import bench_predict, format_predict, one_image_per_size
     from ..data.sources import bundled_samples_dir
-    from ..inference.predictor import Predictor
+    from ..inference.predictor import Predictor, predictor_for
 
     predictor = Predictor.from_file(model, device, channels_last=channels_last, compile=compile_model)
+    others = (predictor_for(model, device, "onnx"),) if with_onnx else ()
     images = one_image_per_size(list(inputs) or [bundled_samples_dir() / "images"])
-    result = bench_predict(predictor, images, tta=(False,) if no_tta else (False, True))
+    result = bench_predict(predictor, images, tta=(False,) if no_tta else (False, True), others=others)
     click.echo(format_predict(result))
     if as_json:
         as_json.write_text(to_json(result))

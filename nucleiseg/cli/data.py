@@ -26,7 +26,8 @@ def convert(src: Path, dst: Path, border_width: int, to_rle: Path | None, name: 
     \b
     SRC layouts: DSB2018 (<id>/images/<id>.png + <id>/masks/*.png), images/ + masks/ (a label
     image of the same name per image), Cellpose (<name>.tif + <name>_masks.tif), Aperio
-    ImageScope XML (<name>.tif + <name>.xml, polygons rasterised; see nucleiseg.data.aperio).
+    ImageScope XML (<name>.tif + <name>.xml, polygons rasterised; see nucleiseg.data.aperio),
+    GeoJSON as QuPath exports it (<name>.tif + <name>.geojson; see nucleiseg.geojson).
     Writes DST/labels/<ImageId>.tif (uint16), DST/train/<ImageId>.npz, DST/report.csv and
     DST/provenance.json (source, licence, layout, counts).
     Examples:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..inference import BACKENDS
 from ..inference.blockwise import DEFAULT_BLOCK_SIZE
 from ..inference.tiling import DEFAULT_TILE_SIZE
 from ..io import LABEL_FORMATS
@@ -30,11 +31,17 @@ _WATERSHED_HELP = field_docs(WatershedParams)
 @click.option("--min-area", type=int, help=_WATERSHED_HELP["min_area"] + " [default: the model's tuned value]")
 @click.option("--marker-h", type=float, help=_WATERSHED_HELP["marker_h"] + " [default: the model's value]")
 @device_option
+@click.option("--backend", type=click.Choice(BACKENDS), default=BACKENDS[0], show_default=True,
+              help="What runs the network: PyTorch, or onnxruntime (the 'onnx' extra; --model may be an exported "
+              ".onnx file).")
 @click.option("--no-overlay", is_flag=True, help="Do not write <ImageId>_overlay.png.")
 @click.option("--tta", is_flag=True, help="Average the 8 flips / 90-degree rotations (8x slower).")
 @click.option("--skip-existing", is_flag=True, help="Skip images whose outputs are already in OUT (resume a run).")
 @click.option("--measure", is_flag=True, help="Also write OUT/<ImageId>_nuclei.csv per image and OUT/summary.csv.")
-@click.option("--pixel-size", type=float, help="Micrometres per pixel, for areas in square micrometres (--measure).")
+@click.option("--pixel-size", type=float, help="Micrometres per pixel: areas in square micrometres (--measure), and "
+              "label TIFFs written as OME-TIFF with this physical pixel size (scale bars in Fiji and napari).")
+@click.option("--geojson", is_flag=True, help="Also write OUT/<ImageId>.geojson: one polygon per nucleus with its "
+              "measurements, for QuPath (File > Import objects).")
 @click.option("--channel", type=int, help="Use this page of multi-page TIFFs, or this channel of colour images.")
 @click.option("--format", "label_format", type=click.Choice(LABEL_FORMATS), default=LABEL_FORMATS[0], show_default=True,
               help="Label image format: uint16 TIFF or 16-bit PNG.")
@@ -51,8 +58,8 @@ _WATERSHED_HELP = field_docs(WatershedParams)
 @diameter_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")
-def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, no_overlay, tta,
-            skip_existing, measure, pixel_size, channel, label_format, tile_size, compile_model, block_size, workers,
+def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, backend, no_overlay, tta,
+            skip_existing, measure, pixel_size, geojson, channel, label_format, tile_size, compile_model, block_size, workers,
             scheduler, diameter, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
@@ -64,22 +71,25 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     Examples:
       nucleiseg predict -o out
       nucleiseg predict my_images/ -o out --rle submission.csv
-      nucleiseg predict scan.tif -o out --measure --pixel-size 0.325
+      nucleiseg predict scan.tif -o out --measure --pixel-size 0.325 --geojson
       nucleiseg predict big_nuclei/ -o out --diameter auto --json
       nucleiseg predict plates/ -o out --workers 8
+      nucleiseg predict my_images/ -o out --backend onnx --model model.onnx
     """
     from ..data.sources import bundled_samples_dir
-    from ..inference.predictor import PredictOptions, Predictor
+    from ..inference.predictor import PredictOptions, predictor_for
 
     samples = not inputs
     inputs = [bundled_samples_dir() / "images"] if samples else list(inputs)
     try:
-        predictor = Predictor.from_file(model, device, tile_size=tile_size, compile=compile_model)
+        if backend != "torch" and (workers or scheduler):
+            raise ValueError("--workers / --scheduler run the torch backend only")
+        predictor = predictor_for(model, device, backend, tile_size=tile_size, compile=compile_model)
         overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area,
                      "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
         options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
-                                 pixel_size, label_format, diameter)
+                                 pixel_size, label_format, diameter, geojson)
     except ValueError as exc:
         fail(str(exc))
     t0 = time.perf_counter()
@@ -93,12 +103,18 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
         from ..inference import batch
 
         results = batch.predict_files(inputs, out, predictor, options, rle,
-                                      progress_bar(description=f"predict ({predictor.device.type})"))
+                                      progress_bar(description=f"predict ({_runs_on(predictor)})"))
     if as_json:
         click.echo(json.dumps({"results": [dataclasses.asdict(r) for r in results], "out": str(out),
-                               "seconds": time.perf_counter() - t0, "device": predictor.device.type}))
+                               "seconds": time.perf_counter() - t0, "device": predictor.device.type,
+                               "backend": predictor.backend}))
         sys.exit(1 if any(r.status == "failed" for r in results) else 0)
-    _report(results, out, predictor.device.type, time.perf_counter() - t0, samples)
+    _report(results, out, _runs_on(predictor), time.perf_counter() - t0, samples)
+
+
+def _runs_on(predictor) -> str:
+    """"cpu" / "cuda", with the backend named when it is not PyTorch."""
+    return predictor.device.type + ("" if predictor.backend == "torch" else f", {predictor.backend}")
 
 
 def _report(results: list, out: Path, device: str, seconds: float, samples: bool) -> None:

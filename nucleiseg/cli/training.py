@@ -21,7 +21,7 @@ _DATA = click.argument("data", nargs=-1, required=True, type=click.Path(exists=T
 @click.option("--resume", is_flag=True, help="Continue from <out>.resume.pt if it exists.")
 def train(data: tuple[Path, ...], out: Path, device: str, resume: bool, **options) -> None:
     """Train the U-Net on the collections DATA (each a 'nucleiseg convert' folder, or labeled
-    images as DSB2018, images/ + masks/, Cellpose or Aperio XML).
+    images as DSB2018, images/ + masks/, Cellpose, Aperio XML or QuPath GeoJSON).
 
     \b
     Each collection's validation images are held out (the fixed DSB2018 and MoNuSeg 2018 subsets,

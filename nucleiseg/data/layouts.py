@@ -10,7 +10,9 @@ Layouts (:func:`open_collection` tells them apart, in this order):
 - ``cellpose``: ``<root>/<name>.<ext>`` beside its label image ``<root>/<name>_masks.<ext>``
   (Cellpose's training layout);
 - ``aperio``: ``<root>/<name>.<ext>`` beside ``<root>/<name>.xml``, Aperio ImageScope polygons
-  (MoNuSeg 2018; :mod:`~nucleiseg.data.aperio`).
+  (MoNuSeg 2018; :mod:`~nucleiseg.data.aperio`);
+- ``geojson``: ``<root>/<name>.<ext>`` beside ``<root>/<name>.geojson`` (or ``.json``), polygons
+  as QuPath exports them (:mod:`nucleiseg.geojson`).
 
 An ImageId is the DSB2018 folder name or the image's file stem. Every layout reports its
 annotation defects per image (:class:`~nucleiseg.data.items.Defect`).
@@ -31,7 +33,10 @@ from .ids import check_image_id
 from .images import IMAGE_SUFFIXES, read_image, read_label_image
 from .items import Defect, LabeledItem
 
-LAYOUTS = ("dsb2018", "images+masks", "cellpose", "aperio")
+LAYOUTS = ("dsb2018", "images+masks", "cellpose", "aperio", "geojson")
+
+#: File name endings of GeoJSON annotations beside their images, in the order looked for.
+GEOJSON_SUFFIXES = (".geojson", ".json")
 
 #: Label-image file name ending of the Cellpose layout (after the image's stem).
 CELLPOSE_MASKS = "_masks"
@@ -156,6 +161,21 @@ def _aperio(root: Path, files: dict[str, Path]) -> Collection | None:
     return found
 
 
+def _geojson(root: Path, files: dict[str, Path]) -> Collection | None:
+    from ..geojson import read_geojson
+
+    found = {k: next((root / f"{k}{s}" for s in GEOJSON_SUFFIXES if (root / f"{k}{s}").is_file()), None)
+             for k in files}
+    annotations = {k: v for k, v in found.items() if v is not None}
+    if not annotations:
+        return None
+    images = {k: files[k] for k in annotations}
+    collection = _from_files(root, "geojson", images,
+                             lambda image_id, shape: read_geojson(annotations[image_id], shape))
+    collection.needs_shape = True
+    return collection
+
+
 def open_collection(path: str | os.PathLike) -> Collection | None:
     """The :class:`Collection` in folder ``path``, or None when it holds none of the
     :data:`LAYOUTS` (e.g. a flat folder of images without annotations)."""
@@ -168,7 +188,7 @@ def open_collection(path: str | os.PathLike) -> Collection | None:
     found = _images_and_masks(root)
     if found is None:
         files = _images_in(root)
-        found = _cellpose(root, files) or _aperio(root, files)
+        found = _cellpose(root, files) or _aperio(root, files) or _geojson(root, files)
     return found
 
 
@@ -184,5 +204,6 @@ def require_collection(path: str | os.PathLike) -> Collection:
     if found is None:
         raise AnnotationError(f"{path}: no labeled images found; expected one of these layouts: DSB2018 "
                               "(<id>/images/<id>.png + <id>/masks/*.png), images/ + masks/ (same file names), "
-                              "Cellpose (<name>.tif + <name>_masks.tif), or Aperio XML (<name>.tif + <name>.xml)")
+                              "Cellpose (<name>.tif + <name>_masks.tif), Aperio XML (<name>.tif + <name>.xml), or GeoJSON "
+                              "(<name>.tif + <name>.geojson, as QuPath exports)")
     return found

@@ -7,6 +7,7 @@ a killed run leaves only complete files and ``--skip-existing`` resumes it.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..data.images import read_image, read_label_image
 from ..data.rle import write_submission
 from ..data.sources import iter_image_paths
 from ..errors import NucleisegError
-from ..io import atomic_path, output_paths, write_labels, write_png, write_table
+from ..io import LABEL_SOFTWARE, atomic_path, output_paths, pyramid_levels, write_label_tiff, write_labels, write_png, write_table
 from ..measure import measure_nuclei, summary_row
 from ..overlay import colour_overlay
 from ..progress import Progress, no_progress
@@ -50,7 +51,8 @@ class PredictResult:
 def wanted_outputs(out: Path, image_id: str, options: PredictOptions) -> list[Path]:
     """The files one finished image has in ``out`` under ``options``; the label image first."""
     paths = output_paths(out, image_id, options.label_format)
-    return [paths.labels] + [paths.overlay] * options.overlay + [paths.nuclei_table] * options.measure
+    return ([paths.labels] + [paths.overlay] * options.overlay + [paths.nuclei_table] * options.measure
+            + [paths.geojson] * options.geojson)
 
 
 def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
@@ -74,16 +76,20 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
             labels = _predict_huge_to_tiff(predictor, image, paths.labels, options, scale)
         else:
             labels, diameter, scale = predictor.segment(image, options)
-            write_labels(paths.labels, labels)
+            write_labels(paths.labels, labels, options.pixel_size)
         if options.overlay:
             f = max(1, -(-max(image.shape[:2]) // MAX_OVERLAY_SIDE))
             write_png(paths.overlay, colour_overlay(image[::f, ::f], labels[::f, ::f]))
         seconds = time.perf_counter() - t0
         row = None
+        table = measure_nuclei(labels, image, options.pixel_size) if options.measure or options.geojson else None
         if options.measure:
-            table = measure_nuclei(labels, image, options.pixel_size)
             write_table(paths.nuclei_table, table)
             row = summary_row(image_id, table, seconds) | {"diameter_px": diameter, "scale": scale}
+        if options.geojson:
+            from ..geojson import write_geojson
+
+            write_geojson(paths.geojson, labels, table)
         return PredictResult(image_id, "done", int(labels.max(initial=0)), seconds, summary=row, diameter=diameter,
                              scale=scale), labels
     except NucleisegError as exc:
@@ -156,14 +162,28 @@ def finish_summary(out: Path, results: list[PredictResult], options: PredictOpti
 def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, options: PredictOptions,
                           scale: float) -> np.ndarray:
     """Block-wise labels written straight into a memory-mapped uint32 TIFF (renamed into place
-    when complete); returns the file, memory-mapped read-only."""
+    when complete); returns the file, memory-mapped read-only. With a pixel size, or a side over
+    :data:`~nucleiseg.io.PYRAMID_MIN_SIDE` (a pyramid), the memory map is then copied into an
+    OME-TIFF (:func:`~nucleiseg.io.write_label_tiff`) and removed."""
     import tifffile
 
     watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
-    with atomic_path(path) as tmp:
-        mapped = tifffile.memmap(tmp, shape=image.shape[:2], dtype=np.uint32, photometric="minisblack")
+    rewrite = options.pixel_size is not None or pyramid_levels(image.shape[:2]) > 0
+
+    def predict_into(file: Path) -> np.memmap:
+        mapped = tifffile.memmap(file, shape=image.shape[:2], dtype=np.uint32, photometric="minisblack",
+                                 software=LABEL_SOFTWARE)
         predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, watershed, options.tta, out=mapped,
                           scale=scale)
         mapped.flush()
-        del mapped
+        return mapped
+
+    with atomic_path(path) as tmp:
+        if not rewrite:
+            predict_into(tmp)  # the memory map is the label image (closed when dropped)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+                mapped = predict_into(Path(folder) / "blocks.tif")
+                write_label_tiff(tmp, mapped, options.pixel_size)
+                del mapped
     return tifffile.memmap(path, mode="r")

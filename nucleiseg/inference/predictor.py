@@ -33,9 +33,11 @@ import torch
 from ..io import LABEL_FORMATS
 from ..labels import median_diameter
 from ..model.config import ModelConfig
+from ..errors import ModelFileError
 from ..model.file import read_model_file
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
+from . import BACKENDS
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
 
@@ -73,6 +75,9 @@ class PredictOptions:
     diameter : float, "auto" or None
         Typical nucleus diameter of the image, pixels, to rescale it by (see the module
         docstring); "auto" estimates it; None predicts at the original scale.
+    geojson : bool
+        Write ``<ImageId>.geojson``, the nuclei as QuPath polygons with their measurements
+        (:mod:`nucleiseg.geojson`; file jobs).
     """
 
     watershed: WatershedParams | None = None
@@ -85,6 +90,7 @@ class PredictOptions:
     pixel_size: float | None = None
     label_format: str = "tif"
     diameter: float | Literal["auto"] | None = None
+    geojson: bool = False
 
     def __post_init__(self) -> None:
         if self.diameter is not None and self.diameter != "auto" and not float(self.diameter) > 0:
@@ -116,6 +122,12 @@ def choose_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_tiles(tile_size: int, overlap: int) -> None:
+    """Raise ValueError unless ``tile_size`` is a multiple of 16 and more than twice ``overlap``."""
+    if tile_size % 16 or tile_size <= 2 * overlap:
+        raise ValueError(f"tile_size must be a multiple of 16 and > 2 * overlap, got {tile_size}, {overlap}")
+
+
 class Predictor:
     """A loaded model with its normalisation and watershed values.
 
@@ -140,8 +152,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
                  tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False):
-        if tile_size % 16 or tile_size <= 2 * overlap:
-            raise ValueError(f"tile_size must be a multiple of 16 and > 2 * overlap, got {tile_size}, {overlap}")
+        check_tiles(tile_size, overlap)
         self.model = model.to(device).eval()
         self.channels_last = channels_last
         if channels_last:
@@ -150,6 +161,12 @@ class Predictor:
         self.config = config
         self.device = device
         self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: "torch" (here) or "onnx"
+        (:class:`~nucleiseg.inference.onnx_backend.OnnxPredictor`)."""
+        return "torch"
 
     @property
     def watershed(self) -> WatershedParams:
@@ -300,6 +317,36 @@ class Predictor:
         for images predicted block by block.
         """
         return self.segment(image, options).labels
+
+
+def predictor_for(path: str | os.PathLike | None = None, device: str | torch.device = "auto", backend: str = "torch",
+                  **kwargs) -> Predictor:
+    """A :class:`Predictor` of a model file (None: the bundled model) on ``backend`` (one of
+    :data:`BACKENDS`): "onnx" takes a nucleiseg model file (exported in memory) or an exported
+    ``.onnx`` file; ``kwargs`` as for :class:`Predictor` (``compile`` and ``channels_last`` are
+    PyTorch's only).
+
+    Raises
+    ------
+    ModelFileError
+        if the file cannot be read, or is an ``.onnx`` file given to the torch backend.
+    ValueError
+        on an unknown backend, or PyTorch-only options with "onnx".
+    MissingDependencyError
+        for "onnx" without onnx / onnxruntime installed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnx":
+        from .onnx_backend import OnnxPredictor
+
+        if kwargs.pop("compile", False):
+            raise ValueError("--compile applies to the torch backend only")
+        kwargs.pop("channels_last", None)
+        return OnnxPredictor.from_file(path, device, **kwargs)
+    if path is not None and str(path).lower().endswith(".onnx"):
+        raise ModelFileError(f"{path}: an ONNX model; run it with --backend onnx")
+    return Predictor.from_file(path, device, **kwargs)
 
 
 def scaled_watershed(watershed: WatershedParams, scale: float) -> WatershedParams:

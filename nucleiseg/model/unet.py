@@ -1,10 +1,6 @@
-"""The U-Net (Ronneberger et al. 2015, arXiv:1505.04597, Fig. 1), with padded convolutions.
-
-Each level has two 3x3 convolutions with BatchNorm and ReLU; 2x2 max pooling goes down, a
-2x2 transposed convolution goes up, skips are concatenated, and a 1x1 convolution gives the
-logits. The network is defined by its tuple of feature widths (as MONAI's BasicUNet,
-``monai/networks/nets/basic_unet.py``): depth is ``len(features) - 1`` poolings. Inputs of any
-size are padded to a multiple of ``2**depth`` (mirrored where possible, the rule of
+"""The U-Net of nucleiseg models: the layers of :mod:`~nucleiseg.model.unet_core` (Ronneberger
+et al. 2015, arXiv:1505.04597, Fig. 1) built from a :class:`~nucleiseg.model.config.UNetConfig`.
+Inputs of any size are padded to a multiple of ``2**depth`` (mirrored where possible, the rule of
 :mod:`nucleiseg.transforms`) and the logits cropped back.
 """
 
@@ -12,39 +8,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..transforms import can_mirror, padding_to_multiple
 from .config import UNetConfig
+from .unet_core import UNetCore
 
 
-class DoubleConv(nn.Sequential):
-    """(3x3 conv, BatchNorm, ReLU) twice; keeps the spatial size."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
-        )
-
-
-class Up(nn.Module):
-    """2x2 transposed convolution up, concatenate the skip, DoubleConv."""
-
-    def __init__(self, cin: int, cskip: int, cout: int):
-        super().__init__()
-        self.up = nn.ConvTranspose2d(cin, cskip, 2, stride=2)
-        self.conv = DoubleConv(2 * cskip, cout)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([self.up(x), skip], dim=1))
-
-
-class UNet(nn.Module):
+class UNet(UNetCore):
     """U-Net mapping (N, in_channels, H, W) float images to (N, out_channels, H, W) logits.
 
     Any H, W >= 1: the input is mirror-padded (edge-padded where it is too small to mirror) to a
@@ -52,13 +22,9 @@ class UNet(nn.Module):
     """
 
     def __init__(self, config: UNetConfig | None = None):
-        super().__init__()
-        self.config = config or UNetConfig()
-        f = self.config.features
-        self.inc = DoubleConv(self.config.in_channels, f[0])
-        self.downs = nn.ModuleList(DoubleConv(f[i], f[i + 1]) for i in range(len(f) - 1))
-        self.ups = nn.ModuleList(Up(f[i + 1], f[i], f[i]) for i in reversed(range(len(f) - 1)))
-        self.head = nn.Conv2d(f[0], self.config.out_channels, 1)
+        config = config or UNetConfig()
+        super().__init__(config.in_channels, config.out_channels, config.features)
+        self.config = config
 
     @property
     def depth(self) -> int:
@@ -70,10 +36,4 @@ class UNet(nn.Module):
         ph, pw = padding_to_multiple((h, w), 2**self.depth)
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if can_mirror((h, w), (ph, pw)) else "replicate")
-        skips = [self.inc(x)]
-        for down in self.downs:
-            skips.append(down(F.max_pool2d(skips[-1], 2)))
-        y = skips.pop()
-        for up in self.ups:
-            y = up(y, skips.pop())
-        return self.head(y)[..., :h, :w]
+        return self.logits(x)[..., :h, :w]

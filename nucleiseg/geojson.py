@@ -1,0 +1,265 @@
+"""GeoJSON (RFC 7946) as QuPath reads and writes it: label images to polygons and back.
+
+Coordinates are pixels of the image, x = column and y = row, with pixel (r, c) covering the
+square [c, c + 1) x [r, r + 1) (QuPath's convention; its centre is (c + 0.5, r + 0.5)).
+
+**Writing** (:func:`label_features`, :func:`write_geojson`): one Feature per nucleus, a Polygon (a
+MultiPolygon for a nucleus in several pieces) traced by marching squares
+(``skimage.measure.find_contours`` at level 0.5 on the nucleus's binary mask), so outlines run
+along pixel edges with the corners cut diagonally (area 1/8 pixel smaller per convex corner);
+holes are kept. Rings are closed, exteriors counter-clockwise and holes clockwise in (x, y)
+(``shapely.geometry.polygon.orient``, RFC 7946 section 3.1.6), and every polygon is checked
+valid with shapely. ``properties``: QuPath's ``objectType`` ("detection"), ``classification``
+({"name": "Nucleus"}), ``name`` (the label) and ``measurements`` (:func:`nucleiseg.measure.measure_nuclei`
+values; NaN ones left out, JSON has no NaN). A FeatureCollection is what QuPath's
+"File > Import objects" opens (QuPath 0.4 and later).
+
+**Reading** (:func:`read_geojson`; the ``geojson`` annotation layout of ``convert`` and
+``train``): a FeatureCollection, a list of Features (older QuPath exports), one Feature or one
+geometry. A pixel belongs to a polygon when its centre lies inside it (holes removed). QuPath cell
+objects are read through their ``nucleusGeometry``; Point / LineString features and QuPath's
+"Region*" and "Ignore*" classes (areas, not nuclei) are skipped and reported, as are polygons
+outside the image (clipped) and overlaps (the earlier feature keeps the pixels), with the rules
+of the other readers (:class:`~nucleiseg.data.items.LabelBuilder`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AnnotationError
+from .io import atomic_write
+
+#: QuPath object type and class of the nuclei nucleiseg writes.
+OBJECT_TYPE, CLASS_NAME = "detection", "Nucleus"
+#: QuPath classes that mark areas rather than objects; features of these classes are not nuclei.
+AREA_CLASSES = ("Region*", "Ignore*")
+
+
+def _rings(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
+    """Closed marching-squares rings of a binary mask, as (K, 2) arrays of (x, y) image corners."""
+    from skimage.measure import find_contours
+
+    padded = np.pad(mask.astype(np.float32), 1)
+    rings = []
+    for contour in find_contours(padded, 0.5):
+        # contour is (row, col) in padded pixel-centre coordinates: minus the pad, plus the crop
+        # offset, plus 0.5 for pixel-corner coordinates
+        xy = np.stack([contour[:, 1] - 1 + offset[1] + 0.5, contour[:, 0] - 1 + offset[0] + 0.5], axis=1)
+        rings.append(xy)
+    return rings
+
+
+def _signed_area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
+    """The shapely Polygon or MultiPolygon of one nucleus.
+
+    Parameters
+    ----------
+    mask : (h, w) bool, the nucleus in a crop of the label image.
+    offset : (row, col) of the crop's top-left pixel in the image.
+
+    Returns
+    -------
+    shapely Polygon / MultiPolygon in image coordinates (see the module docstring), oriented
+    (exteriors counter-clockwise), or None for an empty mask.
+    """
+    from shapely.geometry import MultiPolygon, Polygon
+    from shapely.geometry.polygon import orient
+
+    rings = _rings(mask, offset)
+    # find_contours leaves the foreground on one side: exteriors and holes have opposite signs
+    exteriors = [r for r in rings if _signed_area(r) > 0]
+    holes = [r for r in rings if _signed_area(r) < 0]
+    shells = [Polygon(r) for r in exteriors]
+    inner: list[list[np.ndarray]] = [[] for _ in shells]
+    for hole in holes:
+        point = Polygon(hole).representative_point()
+        for i, shell in enumerate(shells):
+            if shell.contains(point):
+                inner[i].append(hole)
+                break
+    polygons = [orient(Polygon(e, h).simplify(0), 1.0) for e, h in zip(exteriors, inner)]  # drop collinear corners
+    if not polygons:
+        return None
+    return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
+
+
+def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """GeoJSON Features of the nuclei of a label image (see the module docstring).
+
+    Parameters
+    ----------
+    labels : (H, W) non-negative integer label image.
+    measurements : optional table from :func:`nucleiseg.measure.measure_nuclei` (its ``label``
+        column matches the labels); each nucleus's row goes into ``properties.measurements``.
+
+    Returns
+    -------
+    list of dict, one Feature per nucleus in label order.
+
+    Raises
+    ------
+    ValueError
+        if ``labels`` is not 2-D or has negative values.
+    """
+    from scipy import ndimage
+    from shapely.geometry import mapping
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative")
+    rows: dict[int, dict[str, float]] = {}
+    if measurements is not None:
+        names = [k for k in measurements if k != "label"]
+        for i, label in enumerate(np.asarray(measurements["label"]).tolist()):
+            rows[int(label)] = {k: float(measurements[k][i]) for k in names if np.isfinite(measurements[k][i])}
+    features = []
+    for label, box in enumerate(ndimage.find_objects(labels.astype(np.int64, copy=False)), start=1):
+        if box is None:
+            continue
+        geometry = nucleus_geometry(labels[box] == label, (box[0].start, box[1].start))
+        if geometry is None or not geometry.is_valid:
+            continue  # a nucleus marching squares cannot outline validly is left out, never broken
+        properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(label),
+                      "measurements": {"label": label} | rows.get(label, {})}
+        features.append({"type": "Feature", "geometry": mapping(geometry), "properties": properties})
+    return features
+
+
+def write_geojson(path: str | os.PathLike, labels: np.ndarray,
+                  measurements: dict[str, np.ndarray] | None = None) -> None:
+    """Write the nuclei of ``labels`` as a GeoJSON FeatureCollection (:func:`label_features`), atomically.
+
+    Raises
+    ------
+    ValueError
+        as :func:`label_features`.
+    """
+    collection = {"type": "FeatureCollection", "features": label_features(labels, measurements)}
+    text = json.dumps(collection, separators=(",", ":"), default=_plain)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _plain(value):
+    """JSON for NumPy scalars and the tuples shapely's ``mapping`` gives."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _features(data, path: Path) -> list[dict]:
+    """The Features of any GeoJSON top level QuPath writes."""
+    if isinstance(data, list):
+        return [f if f.get("type") == "Feature" else {"type": "Feature", "geometry": f, "properties": {}}
+                for f in data if isinstance(f, dict)]
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: not GeoJSON (top level is a {type(data).__name__})")
+    kind = data.get("type")
+    if kind == "FeatureCollection":
+        return [f for f in data.get("features") or [] if isinstance(f, dict)]
+    if kind == "Feature":
+        return [data]
+    if kind in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString",
+                "GeometryCollection"):
+        return [{"type": "Feature", "geometry": data, "properties": {}}]
+    raise AnnotationError(f"{path}: not GeoJSON (type {kind!r})")
+
+
+def _polygons(geometry: dict) -> list[list]:
+    """The Polygon coordinate lists of a Polygon, MultiPolygon or GeometryCollection."""
+    kind = geometry.get("type")
+    if kind == "Polygon":
+        return [geometry.get("coordinates") or []]
+    if kind == "MultiPolygon":
+        return list(geometry.get("coordinates") or [])
+    if kind == "GeometryCollection":
+        return [p for g in geometry.get("geometries") or [] for p in _polygons(g)]
+    return []
+
+
+def _ring_pixels(ring: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) bool over the box of ``shape`` at ``origin`` (row, col): pixels whose centre lies
+    inside a ring of (x, y) image corners."""
+    from skimage.draw import polygon
+
+    inside = np.zeros(shape, bool)
+    inside[polygon(ring[:, 1] - 0.5 - origin[0], ring[:, 0] - 0.5 - origin[1], shape)] = True
+    return inside
+
+
+def read_geojson(path: str | os.PathLike, shape: tuple[int, int]) -> tuple[np.ndarray, list]:
+    """Rasterise the polygons of a GeoJSON file into a label image (see the module docstring).
+
+    Parameters
+    ----------
+    path : the .geojson / .json file (QuPath export or :func:`write_geojson`).
+    shape : (H, W) of its image, in pixels.
+
+    Returns
+    -------
+    labels : (H, W) uint16 (uint32 past 65535 features); kept features get labels 1, 2, ... in
+        file order.
+    defects : list of :class:`~nucleiseg.data.items.Defect`.
+
+    Raises
+    ------
+    AnnotationError
+        if the file is missing, not JSON, or not GeoJSON.
+    """
+    from .data.items import Defect, LabelBuilder
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AnnotationError(f"{path}: not a readable GeoJSON file ({type(exc).__name__}: {exc})") from None
+    features = _features(data, path)
+    built = LabelBuilder(tuple(shape), len(features))
+    h, w = shape
+    for n, feature in enumerate(features, start=1):
+        properties = feature.get("properties") or {}
+        name = f"feature {properties.get('name') or feature.get('id') or f'#{n}'}"
+        cls = (properties.get("classification") or {}).get("name") if isinstance(properties.get("classification"), dict) else None
+        if cls in AREA_CLASSES:
+            built.defects.append(Defect("region", name, f"class {cls} marks an area, not a nucleus; skipped"))
+            continue
+        geometry = feature.get("nucleusGeometry") or feature.get("geometry") or {}
+        polygons = _polygons(geometry) if isinstance(geometry, dict) else []
+        if not polygons:
+            built.defects.append(Defect("degenerate", name, f"{geometry.get('type') if isinstance(geometry, dict) else None}"
+                                                            " geometry, not a polygon; skipped"))
+            continue
+        try:
+            rings = [[np.asarray(r, np.float64).reshape(-1, 2) for r in p] for p in polygons if p]
+        except (TypeError, ValueError):
+            raise AnnotationError(f"{path}, {name}: coordinates are not (x, y) number pairs") from None
+        corners = np.concatenate([p[0] for p in rings]) if rings else np.zeros((0, 2))
+        if corners.size and ((corners < 0).any() or (corners[:, 0] > w).any() or (corners[:, 1] > h).any()):
+            built.defects.append(Defect("outside", name, f"corners outside the {h}x{w} image; clipped"))
+        if not corners.size:
+            built.add(np.zeros(0, int), np.zeros(0, int), name)
+            continue
+        # rasterise inside the polygon's bounding box, clipped to the image
+        r0, c0 = max(0, int(np.floor(corners[:, 1].min()))), max(0, int(np.floor(corners[:, 0].min())))
+        r1, c1 = min(h, int(np.ceil(corners[:, 1].max())) + 1), min(w, int(np.ceil(corners[:, 0].max())) + 1)
+        box = (max(0, r1 - r0), max(0, c1 - c0))
+        mask = np.zeros(box, bool)
+        for polygon_rings in rings:
+            part = _ring_pixels(polygon_rings[0], (r0, c0), box)
+            for hole in polygon_rings[1:]:
+                part &= ~_ring_pixels(hole, (r0, c0), box)
+            mask |= part
+        rows, cols = np.nonzero(mask)
+        built.add(rows + r0, cols + c0, name)
+    return built.labels, built.defects

@@ -1,0 +1,90 @@
+"""``predict --backend onnx``: the network run by onnxruntime instead of PyTorch.
+
+Everything but the network call is :class:`~nucleiseg.inference.predictor.Predictor`'s own
+(normalisation, tiling, TTA, rescaling, block-wise prediction, watershed), so both backends give
+the same labels up to float rounding in the network (measured in tests/test_export.py and the
+README). The ONNX graph takes sides that are multiples of ``2**depth``; other sizes are padded
+here by the U-Net's own rule (:func:`nucleiseg.transforms.pad_to_shape`) and cropped back.
+Needs the ``onnx`` extra (``pip install 'nucleiseg[onnx]'``: onnx and onnxruntime).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelFileError
+from ..export import ONNX_INPUT, _require, onnx_bytes, read_onnx_config
+from ..model.config import ModelConfig
+from ..transforms import pad_to_shape, padding_to_multiple
+from .predictor import Predictor, check_tiles
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE
+
+
+class OnnxPredictor(Predictor):
+    """A :class:`~nucleiseg.inference.predictor.Predictor` whose network is an onnxruntime session.
+
+    Parameters
+    ----------
+    data : a serialized ONNX model exported by nucleiseg (:func:`nucleiseg.export.onnx_bytes`).
+    config : its :class:`~nucleiseg.model.config.ModelConfig`.
+    device : "cpu", or "cuda" for onnxruntime's CUDA provider when installed ("auto": CUDA if
+        available).
+    tile_size, overlap, batch_size : as for :class:`Predictor`.
+
+    Raises
+    ------
+    ValueError
+        on a bad tile size.
+    MissingDependencyError
+        if onnxruntime is not installed.
+    """
+
+    def __init__(self, data: bytes, config: ModelConfig, device: str = "cpu", tile_size: int = DEFAULT_TILE_SIZE,
+                 overlap: int = DEFAULT_OVERLAP, batch_size: int = DEFAULT_TILE_BATCH):
+        check_tiles(tile_size, overlap)
+        ort = _require("onnxruntime", "the ONNX backend")
+        available = ort.get_available_providers()
+        cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in available
+        if device == "cuda" and not cuda:
+            raise ValueError("the ONNX backend on CUDA needs onnxruntime-gpu (CUDAExecutionProvider not available)")
+        providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(data, providers=providers)
+        self.model = None
+        self.network = None
+        self.channels_last = False
+        self.config = config
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size
+
+    @property
+    def backend(self) -> str:
+        return "onnx"
+
+    @property
+    def pooling_multiple(self) -> int:
+        return 2 ** self.config.unet.depth
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                  **kwargs) -> "OnnxPredictor":
+        """An exported ``.onnx`` file, or a nucleiseg model file (None: the bundled model)
+        exported in memory. Raises ModelFileError, MissingDependencyError."""
+        device = device.type if isinstance(device, torch.device) else device
+        if path is not None and Path(path).suffix.lower() == ".onnx":
+            if not Path(path).is_file():
+                raise ModelFileError(f"{path}: no such model file")
+            data = Path(path).read_bytes()
+            return cls(data, read_onnx_config(data, str(path)), device, **kwargs)
+        data = onnx_bytes(path)
+        return cls(data, read_onnx_config(data), device, **kwargs)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities."""
+        h, w = batch.shape[-2:]
+        ph, pw = padding_to_multiple((h, w), self.pooling_multiple)
+        x = np.ascontiguousarray(pad_to_shape(batch, (h + ph, w + pw)), dtype=np.float32)
+        return self.session.run(None, {ONNX_INPUT: x})[0][..., :h, :w]

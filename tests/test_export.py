@@ -1,0 +1,168 @@
+"""ONNX export and the onnxruntime backend, bioimage.io packages, and the stand-alone U-Net
+file both ship. Tests of an optional extra skip cleanly without it (scripts/setup.sh test
+installs every extra)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from nucleiseg.cli import main
+from nucleiseg.data.images import read_image, read_label_image
+from nucleiseg.data.sources import bundled_samples_dir
+from nucleiseg.errors import ModelFileError
+from nucleiseg.inference.predictor import load_model, predictor_for
+from nucleiseg.model import unet_core
+
+
+def _samples():
+    return sorted((bundled_samples_dir() / "images").iterdir())
+
+
+def test_unet_core_stands_alone_and_matches_the_unet():
+    # bioimage.io loads unet_core.py as a lone file: it must import nothing of nucleiseg
+    spec = importlib.util.spec_from_file_location("lone_unet_core", unet_core.__file__)
+    lone = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lone)
+    predictor = load_model(device="cpu")
+    config = predictor.config.unet
+    net = lone.SoftmaxUNet(config.in_channels, config.out_channels, list(config.features)).eval()
+    net.load_state_dict(predictor.model.state_dict())
+    x = torch.rand(2, config.in_channels, 64, 96)
+    with torch.no_grad():
+        expected = torch.softmax(predictor.model(x), dim=1)
+        np.testing.assert_allclose(net(x).numpy(), expected.numpy(), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ ONNX
+
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor():
+    pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
+    pytest.importorskip("onnxruntime", reason="the 'onnx' extra is not installed")
+    return predictor_for(None, "cpu", "onnx")
+
+
+def test_onnx_labels_equal_pytorch_on_the_bundled_samples(onnx_predictor):
+    torch_predictor = load_model(device="cpu")
+    for path in _samples():
+        image = read_image(path)
+        p_torch = torch_predictor.predict_probabilities(image)
+        p_onnx = onnx_predictor.predict_probabilities(image)
+        assert np.abs(p_torch - p_onnx).max() < 1e-4, path.name
+        np.testing.assert_array_equal(onnx_predictor.predict(image), torch_predictor.predict(image), err_msg=path.name)
+
+
+def test_onnx_file_carries_the_model_config(tmp_path, onnx_predictor):
+    from nucleiseg.export import export_onnx, read_onnx_config
+
+    out = export_onnx(None, tmp_path / "m.onnx")
+    config = read_onnx_config(out.read_bytes(), str(out))
+    assert config == load_model(device="cpu").config
+    from_file = predictor_for(out, "cpu", "onnx")
+    assert from_file.watershed == config.watershed and from_file.backend == "onnx"
+    image = read_image(_samples()[0])
+    np.testing.assert_array_equal(from_file.predict(image), onnx_predictor.predict(image))
+    # TTA and tiling go through the same Predictor code
+    np.testing.assert_allclose(from_file.predict_probabilities(image, tta=True),
+                               load_model(device="cpu").predict_probabilities(image, tta=True), atol=1e-4)
+
+
+def test_onnx_mistakes_are_one_line(tmp_path, onnx_predictor):
+    from nucleiseg.export import export_onnx
+
+    out = export_onnx(None, tmp_path / "m.onnx")
+    with pytest.raises(ModelFileError, match="an ONNX model; run it with --backend onnx"):
+        predictor_for(out, "cpu", "torch")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="junk.onnx: not a readable ONNX model"):
+        predictor_for(tmp_path / "junk.onnx", "cpu", "onnx")
+    import onnx
+
+    bare = onnx.load(str(out))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ModelFileError, match="without nucleiseg's metadata"):
+        predictor_for(tmp_path / "bare.onnx", "cpu", "onnx")
+    with pytest.raises(ValueError, match="torch backend only"):
+        predictor_for(None, "cpu", "onnx", compile=True)
+
+
+def test_predict_backend_onnx_cli_equals_torch(tmp_path, onnx_predictor):
+    runner = CliRunner()
+    r = runner.invoke(main, ["export", "--onnx", str(tmp_path / "m.onnx")], catch_exceptions=False)
+    assert r.exit_code == 0 and "wrote" in r.output
+    r = runner.invoke(main, ["-q", "predict", "-o", str(tmp_path / "onnx"), "--backend", "onnx", "--model",
+                             str(tmp_path / "m.onnx"), "--no-overlay"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "on cpu, onnx" in r.output and "DSB score on the 8 bundled samples: 0.4184" in r.output
+    r = runner.invoke(main, ["-q", "predict", "-o", str(tmp_path / "torch"), "--no-overlay", "--device", "cpu"],
+                      catch_exceptions=False)
+    for path in _samples():
+        np.testing.assert_array_equal(read_label_image(tmp_path / "onnx" / f"{path.stem}.tif"),
+                                      read_label_image(tmp_path / "torch" / f"{path.stem}.tif"))
+    r = runner.invoke(main, ["bench", "predict", "--onnx", "--no-tta", "--device", "cpu", "--json",
+                             str(tmp_path / "b.json")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["torch", "onnx"] * 6  # side by side, per image size
+    assert all(r["same_labels"] for r in rows)
+
+
+# ------------------------------------------------------------------------------- bioimage.io
+
+
+def test_weights_licence_is_the_most_restrictive():
+    from nucleiseg.bioimageio import weights_licence
+    from nucleiseg.errors import NucleisegError
+
+    assert weights_licence([]) == "MIT"
+    assert weights_licence([{"name": "DSB", "licence": "CC0 1.0"}]) == "MIT"
+    assert weights_licence([{"name": "DSB", "licence": "CC0 1.0"},
+                            {"name": "MoNuSeg", "licence": "CC BY-NC-SA 4.0"}]) == "CC-BY-NC-SA-4.0"
+    with pytest.raises(NucleisegError, match="cannot tell"):
+        weights_licence([{"name": "ours", "licence": "unknown (give it with --licence)"}])
+
+
+def test_bioimageio_package_validates_and_its_test_run_passes(tmp_path):
+    pytest.importorskip("bioimageio.core", reason="the 'bioimageio' extra is not installed")
+    import zipfile
+
+    import yaml
+
+    out = tmp_path / "nucleiseg.zip"
+    r = CliRunner().invoke(main, ["export", "--bioimageio", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "bioimageio.core validation and test run: passed" in r.output
+    with zipfile.ZipFile(out) as z:
+        names = set(z.namelist())
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        test_input = np.load(z.open("test_input.npy"))
+        test_output = np.load(z.open("test_output.npy"))
+    assert {"rdf.yaml", "weights.pt", "weights_torchscript.pt", "weights.onnx", "unet_core.py", "README.md"} <= names
+    assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}
+    assert rdf["license"] == "CC-BY-NC-SA-4.0"  # the bundled model was trained on MoNuSeg
+    assert rdf["format_version"].startswith("0.5")
+    steps = {p["id"]: p.get("kwargs", {}) for p in rdf["inputs"][0]["preprocessing"]}
+    assert steps["scale_range"]["min_percentile"] == 1.0 and steps["scale_range"]["max_percentile"] == 99.8
+    assert steps["clip"] == {"min": 0.0, "max": 1.0}
+    # the test output is nucleiseg's own: probabilities summing to 1 over the 3 channels
+    assert test_input.shape[:2] == (1, 2) and test_output.shape[:2] == (1, 3)
+    np.testing.assert_allclose(test_output.sum(axis=1), 1.0, atol=1e-5)
+    # and an independent run of the package's pre-processing + TorchScript weights reproduces it
+    x = test_input.copy()
+    for c in range(x.shape[1]):
+        lo, hi = np.percentile(x[0, c], [1.0, 99.8])
+        x[0, c] = np.clip((x[0, c] - lo) / (hi - lo + 1e-6), 0, 1)
+    with zipfile.ZipFile(out) as z:
+        (tmp_path / "ts.pt").write_bytes(z.read("weights_torchscript.pt"))
+    with torch.no_grad():
+        again = torch.jit.load(str(tmp_path / "ts.pt"))(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(again, test_output, atol=1e-3)
