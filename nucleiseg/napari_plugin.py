@@ -81,10 +81,32 @@ class SegmentWidget:
                                             self.use_model_values, self.marker_threshold, self.mask_threshold,
                                             self.min_area, self.button, self.progress, self.status])
         self.button.changed.connect(self.run)
+        self.model.changed.connect(self._show_model_values)
+        self.use_model_values.changed.connect(self._show_model_values)
         self.viewer.layers.events.inserted.connect(lambda *_: self.image.reset_choices())
         self.viewer.layers.events.removed.connect(lambda *_: self.image.reset_choices())
         self._predictors: dict[tuple[str, str], object] = {}
         self.worker = None
+        self._show_model_values()
+
+    def _show_model_values(self, *_) -> None:
+        """Show the chosen model's tuned watershed values in the threshold controls, which are
+        editable only when the model's values are not used."""
+        from .errors import NucleisegError
+
+        use = bool(self.use_model_values.value)
+        for control in (self.marker_threshold, self.mask_threshold, self.min_area):
+            control.enabled = not use
+        if not use:
+            return
+        try:
+            watershed = self._predictor().watershed
+        except (NucleisegError, ValueError) as exc:
+            self.status.value = f"failed: {exc}"
+            return
+        self.marker_threshold.value = watershed.marker_threshold
+        self.mask_threshold.value = watershed.mask_threshold
+        self.min_area.value = watershed.min_area
 
     @property
     def native(self):

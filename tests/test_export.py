@@ -93,6 +93,9 @@ def test_onnx_mistakes_are_one_line(tmp_path, onnx_predictor):
         predictor_for(tmp_path / "bare.onnx", "cpu", "onnx")
     with pytest.raises(ValueError, match="torch backend only"):
         predictor_for(None, "cpu", "onnx", compile=True)
+    import nucleiseg
+
+    assert nucleiseg.load_model(out, device="cpu", backend="onnx").backend == "onnx"  # the public API
 
 
 def test_predict_backend_onnx_cli_equals_torch(tmp_path, onnx_predictor):

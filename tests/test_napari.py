@@ -63,6 +63,10 @@ def test_widget_adds_the_labels_predict_writes(make_napari_viewer, qtbot, sample
     container = segment_widget(viewer)
     widget = container.segmenter
     assert widget.image.value is layer
+    model = load_model(device="cpu")
+    assert (widget.marker_threshold.value, widget.mask_threshold.value, widget.min_area.value) == (
+        model.watershed.marker_threshold, model.watershed.mask_threshold, model.watershed.min_area)
+    assert not widget.min_area.enabled  # the model's values are used until unticked
     worker = widget.run()
     qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=120_000)
     qtbot.waitUntil(lambda: widget.button.enabled, timeout=10_000)

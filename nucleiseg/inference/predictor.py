@@ -355,8 +355,10 @@ def scaled_watershed(watershed: WatershedParams, scale: float) -> WatershedParam
     return watershed if scale == 1.0 else replace(watershed, min_area=int(round(watershed.min_area / scale**2)))
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "auto", **kwargs) -> Predictor:
-    """Load a model file (None: the bundled model) as a :class:`Predictor`.
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "auto", backend: str = "torch",
+               **kwargs) -> Predictor:
+    """Load a model file (None: the bundled model) as a :class:`Predictor` (``backend="onnx"``:
+    run by onnxruntime, from an exported ``.onnx`` file or a model file; see :func:`predictor_for`).
 
     ``model.predict(image)`` -> (H, W) int32 label image; ``model.predict_probabilities(image)``
     -> (3, H, W) float32. ``device`` is 'auto' (CUDA when available), 'cpu' or 'cuda'; ``kwargs``
@@ -367,5 +369,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
     ------
     ModelFileError
         if the file is missing, not a nucleiseg model, or does not match its configuration.
+    MissingDependencyError
+        for ``backend="onnx"`` without the ``onnx`` extra.
     """
-    return Predictor.from_file(path, device, **kwargs)
+    return predictor_for(path, device, backend, **kwargs)
