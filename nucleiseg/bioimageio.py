@@ -161,7 +161,11 @@ def _write_files(model: str | os.PathLike | None, folder: Path, name: str):
     tifffile.imwrite(folder / "sample_output.tif", probabilities[0], photometric="minisblack")
     write_png(folder / "cover.png", colour_overlay(image, predictor.predict(image)))
     torch.save(net.state_dict(), folder / "weights.pt")
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # deprecated in PyTorch 2.13, but TorchScript is what deepImageJ and bioimage.io's torchscript weights run
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.trace(net, torch.zeros(1, channels, multiple * 4, multiple * 4)).save(
             str(folder / "weights_torchscript.pt"))
     (folder / "weights.onnx").write_bytes(onnx_bytes(model))
