@@ -134,6 +134,7 @@ def test_weights_licence_is_the_most_restrictive():
         weights_licence([{"name": "ours", "licence": "unknown (give it with --licence)"}])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript is the format deepImageJ runs
 def test_bioimageio_package_validates_and_its_test_run_passes(tmp_path):
     pytest.importorskip("bioimageio.core", reason="the 'bioimageio' extra is not installed")
     import zipfile
