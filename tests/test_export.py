@@ -170,3 +170,21 @@ def test_bioimageio_package_validates_and_its_test_run_passes(tmp_path):
     with torch.no_grad():
         again = torch.jit.load(str(tmp_path / "ts.pt"))(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(again, test_output, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_dask_workers_run_the_onnx_backend(tmp_path, onnx_predictor):
+    pytest.importorskip("distributed", reason="the 'cluster' extra is not installed")
+    from nucleiseg.inference.cluster import connect, predict_on_cluster
+    from nucleiseg.inference.predictor import PredictOptions
+
+    paths = _samples()[:3]
+    with connect(workers=1) as client:
+        results = predict_on_cluster(client, paths, tmp_path / "out", None, PredictOptions(overlay=False, geojson=True),
+                                     device="cpu", backend="onnx")
+    assert [r.status for r in results] == ["done"] * 3
+    torch_predictor = load_model(device="cpu")
+    for path in paths:
+        np.testing.assert_array_equal(read_label_image(tmp_path / "out" / f"{path.stem}.tif"),
+                                      torch_predictor.predict(read_image(path)))
+        assert (tmp_path / "out" / f"{path.stem}.geojson").is_file()

@@ -82,8 +82,6 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     samples = not inputs
     inputs = [bundled_samples_dir() / "images"] if samples else list(inputs)
     try:
-        if backend != "torch" and (workers or scheduler):
-            raise ValueError("--workers / --scheduler run the torch backend only")
         predictor = predictor_for(model, device, backend, tile_size=tile_size, compile=compile_model)
         overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area,
                      "marker_h": marker_h}
@@ -98,7 +96,8 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
 
         with connect(workers, scheduler) as client:
             results = predict_on_cluster(client, inputs, out, model, options, rle, device, tile_size, compile_model,
-                                         progress_bar(description=f"predict (Dask, {scheduler or f'{workers} workers'})"))
+                                         progress_bar(description=f"predict (Dask, {scheduler or f'{workers} workers'})"),
+                                         backend)
     else:
         from ..inference import batch
 

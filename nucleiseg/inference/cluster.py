@@ -48,14 +48,16 @@ class ModelPlugin(WorkerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, model: str | None, device: str = "auto", tile_size: int = DEFAULT_TILE_SIZE,
-                 compile: bool = False):
+                 compile: bool = False, backend: str = "torch"):
         self.model, self.device, self.tile_size, self.compile = model, device, tile_size, compile
+        self.backend = backend
         self.predictor = None
 
     def setup(self, worker=None) -> None:
-        from .predictor import Predictor
+        from .predictor import predictor_for
 
-        self.predictor = Predictor.from_file(self.model, self.device, tile_size=self.tile_size, compile=self.compile)
+        self.predictor = predictor_for(self.model, self.device, self.backend, tile_size=self.tile_size,
+                                       compile=self.compile)
 
     def teardown(self, worker=None) -> None:
         self.predictor = None
@@ -112,11 +114,12 @@ def connect(workers: int | None = None, scheduler: str | None = None, threads_pe
 def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.PathLike | None,
                        options: PredictOptions | None = None, rle_path: Path | None = None, device: str = "auto",
                        tile_size: int = DEFAULT_TILE_SIZE, compile: bool = False,
-                       progress: Progress = no_progress) -> list[PredictResult]:
+                       progress: Progress = no_progress, backend: str = "torch") -> list[PredictResult]:
     """Predict every image of ``inputs`` on the workers of ``client`` into ``out``.
 
     ``model``: model file path (None = the bundled model), read by each worker with ``device``,
-    ``tile_size`` and ``compile``; ``options`` as for
+    ``tile_size``, ``compile`` and ``backend`` ("torch" or "onnx", as
+    :func:`~nucleiseg.inference.predictor.predictor_for`); ``options`` as for
     :func:`~nucleiseg.inference.batch.predict_files` (watershed None: the model's values).
     Returns one result per input image, in input order; a failed image is reported, never
     retried by hand (a *lost worker's* tasks are rerun by Dask itself).
@@ -125,7 +128,8 @@ def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.Pa
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo, repeated = unique_inputs(inputs)
-    client.register_plugin(ModelPlugin(str(Path(model).resolve()) if model else None, device, tile_size, compile))
+    client.register_plugin(ModelPlugin(str(Path(model).resolve()) if model else None, device, tile_size, compile,
+                                       backend))
     run = uuid.uuid4().hex[:8]  # keys unique to this run on a shared scheduler
     futures = {}
     for image_id, path in todo:
