@@ -158,6 +158,33 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def read_features(path: str | os.PathLike) -> list[dict]:
+    """The Features of a GeoJSON file, whatever top level QuPath wrote (see the module docstring).
+
+    Raises
+    ------
+    AnnotationError
+        if the file is missing, not JSON, or not GeoJSON.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AnnotationError(f"{path}: not a readable GeoJSON file ({type(exc).__name__}: {exc})") from None
+    return _features(data, path)
+
+
+def features_extent(features: list[dict]) -> tuple[int, int]:
+    """(H, W) in pixels that holds every polygon corner of ``features`` (nucleus outlines of cells)."""
+    corners = [np.asarray(ring, np.float64).reshape(-1, 2)
+               for f in features for polygon in _polygons(f.get("nucleusGeometry") or f.get("geometry") or {})
+               for ring in polygon[:1]]
+    if not corners:
+        return 0, 0
+    xy = np.concatenate(corners)
+    return int(np.ceil(max(xy[:, 1].max(), 0))), int(np.ceil(max(xy[:, 0].max(), 0)))
+
+
 def _features(data, path: Path) -> list[dict]:
     """The Features of any GeoJSON top level QuPath writes."""
     if isinstance(data, list):
@@ -198,13 +225,15 @@ def _ring_pixels(ring: np.ndarray, origin: tuple[int, int], shape: tuple[int, in
     return inside
 
 
-def read_geojson(path: str | os.PathLike, shape: tuple[int, int]) -> tuple[np.ndarray, list]:
+def read_geojson(path: str | os.PathLike, shape: tuple[int, int],
+                 features: list[dict] | None = None) -> tuple[np.ndarray, list]:
     """Rasterise the polygons of a GeoJSON file into a label image (see the module docstring).
 
     Parameters
     ----------
     path : the .geojson / .json file (QuPath export or :func:`write_geojson`).
     shape : (H, W) of its image, in pixels.
+    features : the file's features when already read (:func:`read_features`), else read here.
 
     Returns
     -------
@@ -220,11 +249,7 @@ def read_geojson(path: str | os.PathLike, shape: tuple[int, int]) -> tuple[np.nd
     from .data.items import Defect, LabelBuilder
 
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnnotationError(f"{path}: not a readable GeoJSON file ({type(exc).__name__}: {exc})") from None
-    features = _features(data, path)
+    features = read_features(path) if features is None else features
     built = LabelBuilder(tuple(shape), len(features))
     h, w = shape
     for n, feature in enumerate(features, start=1):

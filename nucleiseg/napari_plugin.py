@@ -17,7 +17,6 @@ napari coordinates are (row, column) with pixel centres at integers, as nucleise
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -229,35 +228,17 @@ def _read_label_tiff(path: Path) -> list[tuple]:
     return [(labels, meta, "labels")]
 
 
-def _read_geojson(path: Path) -> list[tuple]:
-    from .geojson import _features as geojson_features
-    from .geojson import read_geojson
+def _read_geojson(path: Path, features: list[dict]) -> list[tuple]:
+    """A Labels layer over the polygons' extent, their measurements as its features."""
+    from .geojson import features_extent, read_geojson
 
-    data = json.loads(path.read_text())
-    extent = [0.0, 0.0]
-    features = geojson_features(data, path)
-    for feature in features:
-        geometry = feature.get("nucleusGeometry") or feature.get("geometry") or {}
-        coords = np.asarray([xy for ring in _all_rings(geometry) for xy in ring], np.float64).reshape(-1, 2)
-        if coords.size:
-            extent = [max(extent[0], coords[:, 1].max()), max(extent[1], coords[:, 0].max())]
-    shape = (int(np.ceil(extent[0])), int(np.ceil(extent[1])))
-    labels, _ = read_geojson(path, shape)
+    labels, _ = read_geojson(path, features_extent(features), features)
     table: dict[str, list] = {"index": list(range(1, int(labels.max(initial=0)) + 1))}
     rows = [(f.get("properties") or {}).get("measurements") or {} for f in features]
     if rows and len(rows) == len(table["index"]) and all(isinstance(r, dict) for r in rows):
         for key in sorted({k for r in rows for k in r if k != "label"}):
             table[key] = [float(r.get(key, np.nan)) for r in rows]
     return [(labels, {"name": path.stem, "features": table}, "labels")]
-
-
-def _all_rings(geometry: dict) -> list:
-    kind = geometry.get("type") if isinstance(geometry, dict) else None
-    if kind == "Polygon":
-        return list(geometry.get("coordinates") or [])
-    if kind == "MultiPolygon":
-        return [ring for polygon in geometry.get("coordinates") or [] for ring in polygon]
-    return []
 
 
 def get_reader(path: str | list[str]) -> Callable | None:
@@ -268,7 +249,14 @@ def get_reader(path: str | list[str]) -> Callable | None:
         path = path[0]
     p = Path(path)
     if p.suffix.lower() in (GEOJSON_SUFFIX, ".json") and p.is_file():
-        return lambda _: _read_geojson(p)
+        from .errors import AnnotationError
+        from .geojson import read_features
+
+        try:
+            features = read_features(p)
+        except AnnotationError:
+            return None  # some other JSON: not ours to open
+        return lambda _: _read_geojson(p, features)
     if p.suffix.lower() in (".tif", ".tiff") and p.is_file() and _is_nucleiseg_tiff(p):
         return lambda _: _read_label_tiff(p)
     return None

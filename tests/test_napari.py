@@ -108,6 +108,8 @@ def test_reader_opens_label_tiff_with_scale_and_geojson(sample_and_predicted):
 
     tifffile.imwrite(out / "plain.tif", np.zeros((8, 8), np.uint16))
     assert get_reader(str(out / "plain.tif")) is None
+    (out / "settings.json").write_text('{"type": "Settings", "x": 1}')  # some other JSON
+    assert get_reader(str(out / "settings.json")) is None
 
 
 def test_npe2_validate_passes():
