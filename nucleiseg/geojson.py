@@ -125,7 +125,8 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
         for i, label in enumerate(np.asarray(measurements["label"]).tolist()):
             rows[int(label)] = {k: float(measurements[k][i]) for k in names if np.isfinite(measurements[k][i])}
     features = []
-    for label, box in enumerate(ndimage.find_objects(labels.astype(np.int64, copy=False)), start=1):
+    integer = labels if labels.dtype.kind in "iu" else labels.astype(np.int64)  # no copy of a huge label image
+    for label, box in enumerate(ndimage.find_objects(integer), start=1):
         if box is None:
             continue
         geometry = nucleus_geometry(labels[box] == label, (box[0].start, box[1].start))
