@@ -6,7 +6,7 @@ What the package holds (``rdf.yaml`` plus its files, written by
 
 - **weights** of one network, :class:`~nucleiseg.model.unet_core.SoftmaxUNet` (softmax inside):
   ``pytorch_state_dict`` (float32 state dict; architecture ``unet_core.py``, which imports only
-  PyTorch), ``torchscript`` (``torch.jit.trace``) and ``onnx`` (:func:`nucleiseg.export.onnx_bytes`);
+  PyTorch), ``torchscript`` (``torch.jit.trace``) and ``onnx`` (:func:`nucleiseg.export.network_onnx`);
 - **input** ``raw``: (batch, channel, y, x) float32, C channels as the model's input
   (:func:`nucleiseg.transforms.network_input`), y and x multiples of ``2**depth``, at least
   ``2**depth``. Pre-processing in the spec's terms: ``scale_range`` per sample and channel with
@@ -133,45 +133,45 @@ def _documentation(config, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_files(model: str | os.PathLike | None, folder: Path, name: str):
-    """Write the weights, test and sample tensors, cover, network source and documentation into
-    ``folder``; returns the model's config."""
+def _write_files(model_file, folder: Path, name: str) -> None:
+    """Write the weights, test and sample tensors, cover, network source and documentation of a
+    read model file (:class:`~nucleiseg.model.file.ModelFile`) into ``folder``."""
+    import warnings
+
     import tifffile
     import torch
 
     from .data.images import read_image
     from .data.sources import bundled_samples_dir
-    from .export import export_network, onnx_bytes
+    from .export import network_onnx, softmax_network
     from .inference.predictor import Predictor
     from .io import write_png
     from .model import unet_core
-    from .model.file import read_model_file
     from .overlay import colour_overlay
 
-    net, config = export_network(model)
+    config = model_file.config
+    net = softmax_network(*model_file)
     channels, multiple = config.unet.in_channels, 2 ** config.unet.depth
     # test tensors: a bundled one-colour sample (CC0) and nucleiseg's own probabilities for it
     image = read_image(sorted((bundled_samples_dir() / "images").iterdir())[1])
     image = image[: image.shape[0] // multiple * multiple, : image.shape[1] // multiple * multiple]
-    predictor = Predictor(*read_model_file(model, "cpu"), torch.device("cpu"))
+    predictor = Predictor(*model_file, torch.device("cpu"))
     probabilities = predictor.probabilities_of_normalized(predictor.normalize(image))[None].astype(np.float32)
-    np.save(folder / "test_input.npy", test_input(channels, image))
+    raw = test_input(channels, image)
+    np.save(folder / "test_input.npy", raw)
     np.save(folder / "test_output.npy", probabilities)
-    tifffile.imwrite(folder / "sample_input.tif", test_input(channels, image)[0], photometric="minisblack")
+    tifffile.imwrite(folder / "sample_input.tif", raw[0], photometric="minisblack")
     tifffile.imwrite(folder / "sample_output.tif", probabilities[0], photometric="minisblack")
     write_png(folder / "cover.png", colour_overlay(image, predictor.predict(image)))
     torch.save(net.state_dict(), folder / "weights.pt")
-    import warnings
-
     with torch.no_grad(), warnings.catch_warnings():
         # deprecated in PyTorch 2.13, but TorchScript is what deepImageJ and bioimage.io's torchscript weights run
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.trace(net, torch.zeros(1, channels, multiple * 4, multiple * 4)).save(
             str(folder / "weights_torchscript.pt"))
-    (folder / "weights.onnx").write_bytes(onnx_bytes(model))
+    (folder / "weights.onnx").write_bytes(network_onnx(net, config))
     (folder / "unet_core.py").write_text(Path(unet_core.__file__).read_text())
     (folder / "README.md").write_text(_documentation(config, name))
-    return config
 
 
 def _tensors(spec, folder: Path, config) -> tuple[list, list]:
@@ -238,10 +238,11 @@ def build_description(model: str | os.PathLike | None, folder: Path, name: str |
     from . import __version__
     from .model.file import read_model_file
 
-    config = read_model_file(model, "cpu").config
+    model_file = read_model_file(model, "cpu")
+    config = model_file.config
     name = name or f"nucleiseg U-Net ({config.normalization.channels})"
     licence = weights_licence(config.trained_on)  # before any work: an unknown licence stops here
-    _write_files(model, folder, name)
+    _write_files(model_file, folder, name)
     inputs, outputs = _tensors(spec, folder, config)
     trained = " ".join(r.get("name", "") for r in config.trained_on)
     cite = [spec.CiteEntry(text=text, doi=spec.Doi(doi)) for text, doi, needs in _CITATIONS

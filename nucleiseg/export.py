@@ -36,9 +36,19 @@ ONNX_FORMAT = "nucleiseg-model"
 ONNX_INPUT, ONNX_OUTPUT = "input", "probabilities"
 
 
+def softmax_network(model, config: ModelConfig):
+    """The :class:`~nucleiseg.model.unet_core.SoftmaxUNet` (CPU, eval mode, float32) carrying the
+    weights of a read model file's U-Net (:class:`~nucleiseg.model.file.ModelFile`: model, config)."""
+    from .model.unet_core import SoftmaxUNet
+
+    net = SoftmaxUNet(config.unet.in_channels, config.unet.out_channels, config.unet.features)
+    net.load_state_dict(model.state_dict())
+    return net.cpu().eval()
+
+
 def export_network(path: str | os.PathLike | None = None):
-    """The :class:`~nucleiseg.model.unet_core.SoftmaxUNet` (CPU, eval mode, float32) of a model
-    file (None: the bundled model) and its :class:`~nucleiseg.model.config.ModelConfig`.
+    """:func:`softmax_network` of a model file (None: the bundled model), and its
+    :class:`~nucleiseg.model.config.ModelConfig`.
 
     Raises
     ------
@@ -46,21 +56,17 @@ def export_network(path: str | os.PathLike | None = None):
         as :func:`~nucleiseg.model.file.read_model_file`.
     """
     from .model.file import read_model_file
-    from .model.unet_core import SoftmaxUNet
 
     model, config = read_model_file(path, "cpu")
-    net = SoftmaxUNet(config.unet.in_channels, config.unet.out_channels, config.unet.features)
-    net.load_state_dict(model.state_dict())
-    return net.eval(), config
+    return softmax_network(model, config), config
 
 
-def onnx_bytes(path: str | os.PathLike | None = None) -> bytes:
-    """A serialized ONNX model (see the module docstring) of a model file (None: the bundled model).
+def network_onnx(net, config: ModelConfig) -> bytes:
+    """A serialized ONNX model (see the module docstring) of :func:`softmax_network`'s ``net``,
+    with ``config`` in its metadata.
 
     Raises
     ------
-    ModelFileError
-        if the model file cannot be read.
     MissingDependencyError
         if the ``onnx`` package is not installed (``pip install 'nucleiseg[onnx]'``).
     """
@@ -69,7 +75,6 @@ def onnx_bytes(path: str | os.PathLike | None = None) -> bytes:
     import torch
 
     onnx = _require("onnx", "ONNX export")
-    net, config = export_network(path)
     depth = len(config.unet.features) - 1
     example = torch.zeros(1, config.unet.in_channels, 2**depth * 4, 2**depth * 4)
     axes = {0: "batch", 2: "height", 3: "width"}
@@ -87,6 +92,19 @@ def onnx_bytes(path: str | os.PathLike | None = None) -> bytes:
                         f"{2**depth} -> softmax probabilities (N, 3, H, W) of (mask - border, border, background)")
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
+
+
+def onnx_bytes(path: str | os.PathLike | None = None) -> bytes:
+    """:func:`network_onnx` of a model file (None: the bundled model).
+
+    Raises
+    ------
+    ModelFileError
+        if the model file cannot be read.
+    MissingDependencyError
+        if the ``onnx`` package is not installed (``pip install 'nucleiseg[onnx]'``).
+    """
+    return network_onnx(*export_network(path))
 
 
 def export_onnx(model: str | os.PathLike | None, out: str | os.PathLike) -> Path:

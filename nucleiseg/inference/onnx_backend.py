@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..export import ONNX_INPUT, _require, onnx_bytes, read_onnx_config
+from ..export import ONNX_INPUT, _require, export_network, network_onnx, read_onnx_config
 from ..model.config import ModelConfig
 from ..transforms import pad_to_shape, padding_to_multiple
 from .predictor import Predictor, check_tiles
@@ -79,8 +79,8 @@ class OnnxPredictor(Predictor):
                 raise ModelFileError(f"{path}: no such model file")
             data = Path(path).read_bytes()
             return cls(data, read_onnx_config(data, str(path)), device, **kwargs)
-        data = onnx_bytes(path)
-        return cls(data, read_onnx_config(data), device, **kwargs)
+        net, config = export_network(path)
+        return cls(network_onnx(net, config), config, device, **kwargs)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities."""
