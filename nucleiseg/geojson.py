@@ -32,12 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnnotationError
-from .io import atomic_write
+from .io import GEOJSON_SUFFIX, atomic_write
 
 #: QuPath object type and class of the nuclei nucleiseg writes.
 OBJECT_TYPE, CLASS_NAME = "detection", "Nucleus"
 #: QuPath classes that mark areas rather than objects; features of these classes are not nuclei.
 AREA_CLASSES = ("Region*", "Ignore*")
+#: File name endings of GeoJSON files read as annotations (nucleiseg writes the first).
+GEOJSON_SUFFIXES = (GEOJSON_SUFFIX, ".json")
 
 
 def _rings(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
@@ -54,11 +56,6 @@ def _rings(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
     return rings
 
 
-def _signed_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0], ring[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
 def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     """The shapely Polygon or MultiPolygon of one nucleus.
 
@@ -72,13 +69,14 @@ def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     shapely Polygon / MultiPolygon in image coordinates (see the module docstring), oriented
     (exteriors counter-clockwise), or None for an empty mask.
     """
-    from shapely.geometry import MultiPolygon, Polygon
+    from shapely.geometry import LinearRing, MultiPolygon, Polygon
     from shapely.geometry.polygon import orient
 
     rings = _rings(mask, offset)
-    # find_contours leaves the foreground on one side: exteriors and holes have opposite signs
-    exteriors = [r for r in rings if _signed_area(r) > 0]
-    holes = [r for r in rings if _signed_area(r) < 0]
+    # find_contours leaves the foreground on one side: exteriors and holes turn opposite ways
+    turns = [LinearRing(r).is_ccw for r in rings]
+    exteriors = [r for r, ccw in zip(rings, turns) if ccw]
+    holes = [r for r, ccw in zip(rings, turns) if not ccw]
     shells = [Polygon(r) for r in exteriors]
     inner: list[list[np.ndarray]] = [[] for _ in shells]
     for hole in holes:
@@ -178,8 +176,7 @@ def read_features(path: str | os.PathLike) -> list[dict]:
 def features_extent(features: list[dict]) -> tuple[int, int]:
     """(H, W) in pixels that holds every polygon corner of ``features`` (nucleus outlines of cells)."""
     corners = [np.asarray(ring, np.float64).reshape(-1, 2)
-               for f in features for polygon in _polygons(f.get("nucleusGeometry") or f.get("geometry") or {})
-               for ring in polygon[:1]]
+               for f in features for polygon in _polygons(_geometry(f)) for ring in polygon[:1]]
     if not corners:
         return 0, 0
     xy = np.concatenate(corners)
@@ -202,6 +199,12 @@ def _features(data, path: Path) -> list[dict]:
                 "GeometryCollection"):
         return [{"type": "Feature", "geometry": data, "properties": {}}]
     raise AnnotationError(f"{path}: not GeoJSON (type {kind!r})")
+
+
+def _geometry(feature: dict) -> dict:
+    """A feature's nucleus outline: QuPath cells' ``nucleusGeometry``, else its ``geometry``."""
+    geometry = feature.get("nucleusGeometry") or feature.get("geometry") or {}
+    return geometry if isinstance(geometry, dict) else {}
 
 
 def _polygons(geometry: dict) -> list[list]:
@@ -260,11 +263,10 @@ def read_geojson(path: str | os.PathLike, shape: tuple[int, int],
         if cls in AREA_CLASSES:
             built.defects.append(Defect("region", name, f"class {cls} marks an area, not a nucleus; skipped"))
             continue
-        geometry = feature.get("nucleusGeometry") or feature.get("geometry") or {}
-        polygons = _polygons(geometry) if isinstance(geometry, dict) else []
+        geometry = _geometry(feature)
+        polygons = _polygons(geometry)
         if not polygons:
-            built.defects.append(Defect("degenerate", name, f"{geometry.get('type') if isinstance(geometry, dict) else None}"
-                                                            " geometry, not a polygon; skipped"))
+            built.defects.append(Defect("degenerate", name, f"{geometry.get('type')} geometry, not a polygon; skipped"))
             continue
         try:
             rings = [[np.asarray(r, np.float64).reshape(-1, 2) for r in p] for p in polygons if p]

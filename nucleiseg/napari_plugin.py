@@ -22,17 +22,18 @@ from typing import Callable
 
 import numpy as np
 
-from .io import GEOJSON_SUFFIX, LABEL_SOFTWARE
+from .geojson import GEOJSON_SUFFIXES
+from .io import LABEL_SOFTWARE
 
 #: The widget's choice of diameter handling (see :class:`~nucleiseg.inference.predictor.PredictOptions`).
 DIAMETER_MODES = ("none", "auto", "pixels")
 
 
-def _features(labels: np.ndarray, image: np.ndarray | None) -> dict[str, np.ndarray]:
+def _features(labels: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
     """The per-nucleus table as a napari features dict; ``index`` is the label (napari's key)."""
     from .measure import measure_nuclei
 
-    table = measure_nuclei(labels, image if image is not None else np.zeros(labels.shape, np.float32))
+    table = measure_nuclei(labels, image)
     return {"index": table["label"]} | {k: v for k, v in table.items() if k != "label"}
 
 
@@ -84,7 +85,7 @@ class SegmentWidget:
         self.use_model_values.changed.connect(self._show_model_values)
         self.viewer.layers.events.inserted.connect(lambda *_: self.image.reset_choices())
         self.viewer.layers.events.removed.connect(lambda *_: self.image.reset_choices())
-        self._predictors: dict[tuple[str, str], object] = {}
+        self._predictors: dict[str, object] = {}  # by model path ("" for the bundled model)
         self.worker = None
         self._show_model_values()
 
@@ -107,11 +108,6 @@ class SegmentWidget:
         self.mask_threshold.value = watershed.mask_threshold
         self.min_area.value = watershed.min_area
 
-    @property
-    def native(self):
-        """The Qt widget (what napari docks)."""
-        return self.container.native
-
     def _image_layers(self, *_) -> list:
         import napari
 
@@ -121,11 +117,10 @@ class SegmentWidget:
         from .inference.predictor import predictor_for
 
         path = str(self.model.value) if str(self.model.value) not in ("", ".") else ""
-        backend = "onnx" if path.lower().endswith(".onnx") else "torch"
-        key = (path, backend)
-        if key not in self._predictors:
-            self._predictors[key] = predictor_for(path or None, "auto", backend)
-        return self._predictors[key]
+        if path not in self._predictors:
+            self._predictors[path] = predictor_for(path or None, "auto",
+                                                   "onnx" if path.lower().endswith(".onnx") else "torch")
+        return self._predictors[path]
 
     def _options(self, predictor):
         from dataclasses import replace
@@ -217,9 +212,11 @@ def _is_nucleiseg_tiff(path: Path) -> bool:
 def _read_label_tiff(path: Path) -> list[tuple]:
     import tifffile
 
+    from .data.images import read_label_image
+
+    labels = read_label_image(path)
+    meta = {"name": path.stem}
     with tifffile.TiffFile(path) as tif:
-        labels = tif.pages[0].asarray()
-        meta = {"name": path.stem}
         if tif.is_ome:
             pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
             if "PhysicalSizeX" in pixels:
@@ -248,7 +245,7 @@ def get_reader(path: str | list[str]) -> Callable | None:
             return None
         path = path[0]
     p = Path(path)
-    if p.suffix.lower() in (GEOJSON_SUFFIX, ".json") and p.is_file():
+    if p.suffix.lower() in GEOJSON_SUFFIXES and p.is_file():
         from .errors import AnnotationError
         from .geojson import read_features
 

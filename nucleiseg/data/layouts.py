@@ -35,9 +35,6 @@ from .items import Defect, LabeledItem
 
 LAYOUTS = ("dsb2018", "images+masks", "cellpose", "aperio", "geojson")
 
-#: File name endings of GeoJSON annotations beside their images, in the order looked for.
-GEOJSON_SUFFIXES = (".geojson", ".json")
-
 #: Label-image file name ending of the Cellpose layout (after the image's stem).
 CELLPOSE_MASKS = "_masks"
 
@@ -162,7 +159,7 @@ def _aperio(root: Path, files: dict[str, Path]) -> Collection | None:
 
 
 def _geojson(root: Path, files: dict[str, Path]) -> Collection | None:
-    from ..geojson import read_geojson
+    from ..geojson import GEOJSON_SUFFIXES, read_geojson
 
     found = {k: next((root / f"{k}{s}" for s in GEOJSON_SUFFIXES if (root / f"{k}{s}").is_file()), None)
              for k in files}
