@@ -114,11 +114,11 @@ class SegmentWidget:
         return [layer for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
 
     def _predictor(self):
-        from .inference.predictor import predictor_for
+        from .inference.predictor import load_model
 
         path = str(self.model.value) if str(self.model.value) not in ("", ".") else ""
         if path not in self._predictors:
-            self._predictors[path] = predictor_for(path or None, "auto",
+            self._predictors[path] = load_model(path or None, "auto",
                                                    "onnx" if path.lower().endswith(".onnx") else "torch")
         return self._predictors[path]
 

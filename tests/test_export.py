@@ -16,7 +16,7 @@ from nucleiseg.cli import main
 from nucleiseg.data.images import read_image, read_label_image
 from nucleiseg.data.sources import bundled_samples_dir
 from nucleiseg.errors import ModelFileError
-from nucleiseg.inference.predictor import load_model, predictor_for
+from nucleiseg.inference.predictor import load_model
 from nucleiseg.model import unet_core
 
 
@@ -47,7 +47,7 @@ def test_unet_core_stands_alone_and_matches_the_unet():
 def onnx_predictor():
     pytest.importorskip("onnx", reason="the 'onnx' extra is not installed")
     pytest.importorskip("onnxruntime", reason="the 'onnx' extra is not installed")
-    return predictor_for(None, "cpu", "onnx")
+    return load_model(None, "cpu", "onnx")
 
 
 def test_onnx_labels_equal_pytorch_on_the_bundled_samples(onnx_predictor):
@@ -66,7 +66,7 @@ def test_onnx_file_carries_the_model_config(tmp_path, onnx_predictor):
     out = export_onnx(None, tmp_path / "m.onnx")
     config = read_onnx_config(out.read_bytes(), str(out))
     assert config == load_model(device="cpu").config
-    from_file = predictor_for(out, "cpu", "onnx")
+    from_file = load_model(out, "cpu", "onnx")
     assert from_file.watershed == config.watershed and from_file.backend == "onnx"
     image = read_image(_samples()[0])
     np.testing.assert_array_equal(from_file.predict(image), onnx_predictor.predict(image))
@@ -80,19 +80,19 @@ def test_onnx_mistakes_are_one_line(tmp_path, onnx_predictor):
 
     out = export_onnx(None, tmp_path / "m.onnx")
     with pytest.raises(ModelFileError, match="an ONNX model; run it with --backend onnx"):
-        predictor_for(out, "cpu", "torch")
+        load_model(out, "cpu", "torch")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelFileError, match="junk.onnx: not a readable ONNX model"):
-        predictor_for(tmp_path / "junk.onnx", "cpu", "onnx")
+        load_model(tmp_path / "junk.onnx", "cpu", "onnx")
     import onnx
 
     bare = onnx.load(str(out))
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
     with pytest.raises(ModelFileError, match="without nucleiseg's metadata"):
-        predictor_for(tmp_path / "bare.onnx", "cpu", "onnx")
+        load_model(tmp_path / "bare.onnx", "cpu", "onnx")
     with pytest.raises(ValueError, match="torch backend only"):
-        predictor_for(None, "cpu", "onnx", compile=True)
+        load_model(None, "cpu", "onnx", compile=True)
     import nucleiseg
 
     assert nucleiseg.load_model(out, device="cpu", backend="onnx").backend == "onnx"  # the public API

@@ -107,10 +107,10 @@ def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str,
     from ..bench.common import to_json
     from ..bench.predict import bench_predict, format_predict, one_image_per_size
     from ..data.sources import bundled_samples_dir
-    from ..inference.predictor import Predictor, predictor_for
+    from ..inference.predictor import Predictor, load_model
 
     predictor = Predictor.from_file(model, device, channels_last=channels_last, compile=compile_model)
-    others = (predictor_for(model, device, "onnx"),) if with_onnx else ()
+    others = (load_model(model, device, "onnx"),) if with_onnx else ()
     images = one_image_per_size(list(inputs) or [bundled_samples_dir() / "images"])
     result = bench_predict(predictor, images, tta=(False,) if no_tta else (False, True), others=others)
     click.echo(format_predict(result))

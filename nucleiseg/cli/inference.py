@@ -77,12 +77,12 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
       nucleiseg predict my_images/ -o out --backend onnx --model model.onnx
     """
     from ..data.sources import bundled_samples_dir
-    from ..inference.predictor import PredictOptions, predictor_for
+    from ..inference.predictor import PredictOptions, load_model
 
     samples = not inputs
     inputs = [bundled_samples_dir() / "images"] if samples else list(inputs)
     try:
-        predictor = predictor_for(model, device, backend, tile_size=tile_size, compile=compile_model)
+        predictor = load_model(model, device, backend, tile_size=tile_size, compile=compile_model)
         overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area,
                      "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})

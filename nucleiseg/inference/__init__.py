@@ -13,7 +13,7 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
     "batch": ["PredictResult", "predict_files"],
-    "predictor": ["PredictOptions", "Predictor", "choose_device", "load_model", "predictor_for"],
+    "predictor": ["PredictOptions", "Predictor", "choose_device", "load_model"],
     "onnx_backend": ["OnnxPredictor"],
 })
 

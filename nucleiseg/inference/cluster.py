@@ -54,9 +54,9 @@ class ModelPlugin(WorkerPlugin):
         self.predictor = None
 
     def setup(self, worker=None) -> None:
-        from .predictor import predictor_for
+        from .predictor import load_model
 
-        self.predictor = predictor_for(self.model, self.device, self.backend, tile_size=self.tile_size,
+        self.predictor = load_model(self.model, self.device, self.backend, tile_size=self.tile_size,
                                        compile=self.compile)
 
     def teardown(self, worker=None) -> None:
@@ -119,7 +119,7 @@ def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.Pa
 
     ``model``: model file path (None = the bundled model), read by each worker with ``device``,
     ``tile_size``, ``compile`` and ``backend`` ("torch" or "onnx", as
-    :func:`~nucleiseg.inference.predictor.predictor_for`); ``options`` as for
+    :func:`~nucleiseg.inference.predictor.load_model`); ``options`` as for
     :func:`~nucleiseg.inference.batch.predict_files` (watershed None: the model's values).
     Returns one result per input image, in input order; a failed image is reported, never
     retried by hand (a *lost worker's* tasks are rerun by Dask itself).

@@ -32,8 +32,8 @@ import torch
 
 from ..io import LABEL_FORMATS
 from ..labels import median_diameter
-from ..model.config import ModelConfig
 from ..errors import ModelFileError
+from ..model.config import ModelConfig
 from ..model.file import read_model_file
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
@@ -319,19 +319,30 @@ class Predictor:
         return self.segment(image, options).labels
 
 
-def predictor_for(path: str | os.PathLike | None = None, device: str | torch.device = "auto", backend: str = "torch",
-                  **kwargs) -> Predictor:
-    """A :class:`Predictor` of a model file (None: the bundled model) on ``backend`` (one of
-    :data:`BACKENDS`): "onnx" takes a nucleiseg model file (exported in memory) or an exported
-    ``.onnx`` file; ``kwargs`` as for :class:`Predictor` (``compile`` and ``channels_last`` are
-    PyTorch's only).
+def scaled_watershed(watershed: WatershedParams, scale: float) -> WatershedParams:
+    """``watershed`` for an image resized by ``scale``: its minimum area (pixels at the model's
+    scale) in pixels of the original image."""
+    return watershed if scale == 1.0 else replace(watershed, min_area=int(round(watershed.min_area / scale**2)))
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "auto", backend: str = "torch",
+               **kwargs) -> Predictor:
+    """Load a model file (None: the bundled model) as a :class:`Predictor` running on ``backend``
+    (one of :data:`BACKENDS`): "torch", or "onnx" (onnxruntime, the ``onnx`` extra), which takes an
+    exported ``.onnx`` file or a nucleiseg model file (exported in memory).
+
+    ``model.predict(image)`` -> (H, W) int32 label image; ``model.predict_probabilities(image)``
+    -> (3, H, W) float32. ``device`` is 'auto' (CUDA when available), 'cpu' or 'cuda'; ``kwargs``
+    go to :class:`Predictor` (``tile_size``, ``overlap``, ``batch_size``, and PyTorch's only
+    ``channels_last`` and ``compile``).
 
     Raises
     ------
     ModelFileError
-        if the file cannot be read, or is an ``.onnx`` file given to the torch backend.
+        if the file is missing, not a nucleiseg model, does not match its configuration, or is an
+        ``.onnx`` file given to the torch backend.
     ValueError
-        on an unknown backend, or PyTorch-only options with "onnx".
+        on an unknown backend, or ``compile`` with "onnx".
     MissingDependencyError
         for "onnx" without onnx / onnxruntime installed.
     """
@@ -347,29 +358,3 @@ def predictor_for(path: str | os.PathLike | None = None, device: str | torch.dev
     if path is not None and str(path).lower().endswith(".onnx"):
         raise ModelFileError(f"{path}: an ONNX model; run it with --backend onnx")
     return Predictor.from_file(path, device, **kwargs)
-
-
-def scaled_watershed(watershed: WatershedParams, scale: float) -> WatershedParams:
-    """``watershed`` for an image resized by ``scale``: its minimum area (pixels at the model's
-    scale) in pixels of the original image."""
-    return watershed if scale == 1.0 else replace(watershed, min_area=int(round(watershed.min_area / scale**2)))
-
-
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "auto", backend: str = "torch",
-               **kwargs) -> Predictor:
-    """Load a model file (None: the bundled model) as a :class:`Predictor` (``backend="onnx"``:
-    run by onnxruntime, from an exported ``.onnx`` file or a model file; see :func:`predictor_for`).
-
-    ``model.predict(image)`` -> (H, W) int32 label image; ``model.predict_probabilities(image)``
-    -> (3, H, W) float32. ``device`` is 'auto' (CUDA when available), 'cpu' or 'cuda'; ``kwargs``
-    go to :class:`Predictor` (``tile_size``, ``overlap``, ``batch_size``, ``channels_last``,
-    ``compile``).
-
-    Raises
-    ------
-    ModelFileError
-        if the file is missing, not a nucleiseg model, or does not match its configuration.
-    MissingDependencyError
-        for ``backend="onnx"`` without the ``onnx`` extra.
-    """
-    return predictor_for(path, device, backend, **kwargs)
