@@ -7,9 +7,10 @@ neighbours. A mask that must move down by d px to line up with the stain sits d 
 nuclei. Printed per set as the mean and spread over images, for the training masks (label
 images as distributed), the test truth as nucleiseg reads the Aperio XML (the organisers'
 ``poly2mask`` rule, :mod:`nucleiseg.data.aperio`), and the reading nucleiseg used before
-(pixel centres on the raw XML coordinates, plus every outline pixel) for comparison.
+(pixel centres on the raw XML coordinates, plus every outline pixel) for comparison, and with
+``--predicted`` a model's label images of the test images (``nucleiseg predict`` output).
 
-    python benchmarks/annotation_offset.py MONUSEG_DIR
+    python benchmarks/annotation_offset.py MONUSEG_DIR [--predicted PREDICT_OUT]
 
 MONUSEG_DIR: a folder with ``train/images`` + ``train/masks`` and ``test/*.tif`` + ``*.xml``.
 """
@@ -69,9 +70,11 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("monuseg", type=Path)
-    root = parser.parse_args().monuseg
+    parser.add_argument("--predicted", type=Path, help="folder of predicted <name>.tif label images of the test set")
+    args = parser.parse_args()
+    root = args.monuseg
     rows: dict[str, list[tuple[float, float]]] = {"training masks": [], "test, poly2mask rule (nucleiseg)": [],
-                                                  "test, earlier reading": []}
+                                                  "test, earlier reading": [], "test, predicted": []}
     for image_path in sorted((root / "train" / "images").iterdir()):
         haematoxylin = rgb2hed(read_image(image_path)[..., :3])[..., 0]
         mask = read_label_image(root / "train" / "masks" / f"{image_path.stem}.tif") > 0
@@ -83,8 +86,13 @@ def main() -> None:
         labels, _ = read_aperio_xml(xml, image.shape[:2])
         rows["test, poly2mask rule (nucleiseg)"].append(mask_offset(haematoxylin, labels > 0))
         rows["test, earlier reading"].append(mask_offset(haematoxylin, earlier_reading(xml, image.shape[:2])))
+        if args.predicted:
+            predicted = read_label_image(args.predicted / f"{image_path.stem}.tif")
+            rows["test, predicted"].append(mask_offset(haematoxylin, predicted > 0))
     print("| masks | images | down, px (sd) | right, px (sd) |\n|---|---|---|---|")
     for name, offsets in rows.items():
+        if not offsets:
+            continue
         a = np.array(offsets)
         print(f"| {name} | {len(a)} | {a[:, 0].mean():+.2f} ({a[:, 0].std():.2f}) | "
               f"{a[:, 1].mean():+.2f} ({a[:, 1].std():.2f}) |")
