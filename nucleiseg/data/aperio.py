@@ -16,10 +16,10 @@ area (415 px on average against 413 px), as the training masks distributed as la
 (397 px) suggest; adding the outline pixels, as nucleiseg once did, made them 10 % larger.
 Regions are added in file order; a pixel two regions share stays with the earlier one (as in
 the organisers' code, ``binary_mask + zz * (1 - min(1, binary_mask)) .* polygon``, and the
-DSB2018 reader, :class:`~nucleiseg.data.items.LabelBuilder`). Reported per image, never hidden: 'degenerate'
-regions (fewer than 3 distinct corners, or no area; skipped), 'outside' (corners outside the
-image; the polygon is clipped to it), 'empty' (no pixel centre inside), 'overlap' and
-'disconnected'.
+DSB2018 reader, :class:`~nucleiseg.data.items.LabelBuilder`). Reported per image, never
+hidden: 'degenerate' regions (fewer than 3 distinct corners, or no area; skipped), 'outside'
+(corners outside the image; the polygon is clipped to it), 'empty' (no pixel centre inside),
+'overlap' and 'disconnected'.
 """
 
 from __future__ import annotations
