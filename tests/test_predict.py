@@ -174,6 +174,8 @@ def test_auto_diameter_recovers_an_enlarged_image(sample_labels):
     plain = dsb_score(big_truth, predictor.predict(big))
     seg = predictor.segment(big, PredictOptions(diameter="auto"))
     assert seg.diameter == pytest.approx(2 * 19.4, rel=0.1)
-    assert seg.scale == pytest.approx(predictor.config.nucleus_diameter / seg.diameter)  # about 0.5, to within the estimate's 10 %
+    assert seg.scale == pytest.approx(predictor.config.nucleus_diameter / seg.diameter)
+    # about half: the training diameter over twice the sample's, +- 0.05 as before the model changed
+    assert seg.scale == pytest.approx(predictor.config.nucleus_diameter / (2 * 19.4), abs=0.05)
     assert seg.labels.shape == big.shape[:2]
     assert dsb_score(big_truth, seg.labels) > plain + 0.07 and dsb_score(big_truth, seg.labels) > native - 0.05
