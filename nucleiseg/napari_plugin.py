@@ -65,7 +65,7 @@ class SegmentWidget:
         default = WatershedParams()
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.model = FileEdit(label="model (empty: bundled)", filter="*.pt *.onnx", value="")
-        self.diameter_mode = ComboBox(label="diameter", choices=DIAMETER_MODES, value="none")
+        self.diameter_mode = ComboBox(label="diameter", choices=DIAMETER_MODES, value="auto")
         self.diameter = FloatSpinBox(label="diameter (px)", min=1.0, max=1000.0, value=20.0, step=1.0)
         self.tta = CheckBox(label="test-time augmentation (8x slower)", value=False)
         self.use_model_values = CheckBox(label="model's watershed values", value=True)

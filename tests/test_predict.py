@@ -108,19 +108,21 @@ def test_channels_last_gives_the_same_probabilities():
 
 
 def test_predict_options_override_without_changing_the_predictor():
-    """Watershed values travel in PredictOptions; the predictor keeps the model's tuned values."""
+    """Watershed values travel in PredictOptions; the predictor keeps the model's tuned values
+    (at the original scale, diameter None, to compare with predict_probabilities)."""
     path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("1c681dfa5cf7"))
     image = read_image(path)
     predictor = Predictor.from_file(device="cpu")
     tuned = predictor.watershed
     loose = WatershedParams(0.3, 0.2, 0)
-    labels = predictor.predict(image, PredictOptions(watershed=loose))
+    labels = predictor.predict(image, PredictOptions(watershed=loose, diameter=None))
     assert predictor.watershed == tuned  # not mutated
     from nucleiseg.postprocess import probabilities_to_labels
 
     probabilities = predictor.predict_probabilities(image)
     np.testing.assert_array_equal(labels, probabilities_to_labels(probabilities, loose))
-    np.testing.assert_array_equal(predictor.predict(image), probabilities_to_labels(probabilities, tuned))
+    np.testing.assert_array_equal(predictor.predict(image, PredictOptions(diameter=None)),
+                                  probabilities_to_labels(probabilities, tuned))
     with pytest.raises(ValueError, match="label format"):
         PredictOptions(label_format="jpg")
 
@@ -159,8 +161,9 @@ def test_auto_diameter_recovers_an_enlarged_image(sample_labels):
     """A sample whose nuclei have the training size, enlarged 2x: at the original scale the model
     breaks nuclei up (0.39 against 0.50 at the native size with the bundled model; 0.38 against
     0.48 with the 2-hour CPU model; 0.29 against 0.52 with the gray, DSB2018-only first model);
-    --diameter auto finds them about twice the training size, shrinks the image by the model's
-    training diameter over that estimate and comes close to its score at the native size."""
+    --diameter auto (the default) finds them about twice the training size, shrinks the image by
+    the model's training diameter over that estimate and comes close to its score at the native
+    size."""
     import cv2
 
     from nucleiseg.data.images import read_label_image
@@ -170,8 +173,9 @@ def test_auto_diameter_recovers_an_enlarged_image(sample_labels):
     big = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
     big_truth = cv2.resize(truth, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
     predictor = Predictor.from_file(device="cpu")
-    native = dsb_score(truth, predictor.predict(image))
-    plain = dsb_score(big_truth, predictor.predict(big))
+    original_scale = PredictOptions(diameter=None)
+    native = dsb_score(truth, predictor.predict(image, original_scale))
+    plain = dsb_score(big_truth, predictor.predict(big, original_scale))
     seg = predictor.segment(big, PredictOptions(diameter="auto"))
     assert seg.diameter == pytest.approx(2 * 19.4, rel=0.1)
     assert seg.scale == pytest.approx(predictor.config.nucleus_diameter / seg.diameter)

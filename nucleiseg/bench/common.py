@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.layouts import open_collection
 from ..data.sources import LabelSource, bundled_samples_dir
+from ..hardware import cpu_name
 
 
 def machine() -> str:
@@ -21,14 +22,7 @@ def machine() -> str:
     import numba
     import scipy
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} cores (numba threads {numba.get_num_threads()}), Python "
             f"{platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}, numba {numba.__version__}")
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Literal
 import click
 
 from ..errors import NucleisegError
+from ..inference import DEFAULT_DIAMETER
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -177,23 +178,26 @@ def build_dataclass(cls: type, values: dict[str, Any]):
 
 
 class Diameter(click.ParamType):
-    """A nucleus diameter in pixels (> 0), or "auto" to estimate it."""
+    """A nucleus diameter in pixels (> 0), "auto" to estimate it, or "none" (None) for no rescaling."""
 
-    name = "PX|auto"
+    name = "PX|auto|none"
 
     def convert(self, value, param, ctx):
         if value is None or value == "auto":
             return value
+        if value == "none":
+            return None
         try:
             number = float(value)
         except ValueError:
-            self.fail(f"{value!r} is neither a number of pixels nor 'auto'", param, ctx)
+            self.fail(f"{value!r} is neither a number of pixels nor 'auto' or 'none'", param, ctx)
         if not number > 0:
             self.fail(f"a diameter must be > 0 pixels, got {value}", param, ctx)
         return number
 
 
 def diameter_option(function: Callable) -> Callable:
-    return click.option("--diameter", type=Diameter(), help="Typical nucleus diameter of the images, pixels, or "
-                        "'auto' to estimate it from a first pass: images are rescaled so their nuclei match the "
-                        "model's training nuclei [default: no rescaling].")(function)
+    return click.option("--diameter", type=Diameter(), default=DEFAULT_DIAMETER, show_default=True,
+                        help="Typical nucleus diameter of the images in pixels, or 'auto' to estimate it per image "
+                        "from a first pass: images are rescaled so their nuclei match the model's training nuclei. "
+                        "'none' predicts at the original scale.")(function)

@@ -87,12 +87,13 @@ def evaluate(model: Path | None, dsb2018: Path | None, monuseg: Path | None, bas
     """
     from ..evaluation import evaluate_method, evaluation_sets, format_evaluation
     from ..inference.classical import classical_labels
+    from ..inference import DEFAULT_DIAMETER
     from ..inference.predictor import PredictOptions, Predictor
 
     sets = evaluation_sets(dsb2018, monuseg)
     predictor = Predictor.from_file(model, device)
     name = (model.name if model else "bundled model") + (" + TTA" if tta else "") + \
-        (f" (diameter {diameter})" if diameter else "")
+        (f" (diameter {diameter or 'none'})" if diameter != DEFAULT_DIAMETER else "")
     methods = [(name, lambda image: predictor.predict(image, PredictOptions(tta=tta, diameter=diameter)))]
     if baseline:
         methods.append(("classical baseline", classical_labels))

@@ -72,7 +72,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
       nucleiseg predict -o out
       nucleiseg predict my_images/ -o out --rle submission.csv
       nucleiseg predict scan.tif -o out --measure --pixel-size 0.325 --geojson
-      nucleiseg predict big_nuclei/ -o out --diameter auto --json
+      nucleiseg predict big_nuclei/ -o out --diameter 45 --json
       nucleiseg predict plates/ -o out --workers 8
       nucleiseg predict my_images/ -o out --backend onnx --model model.onnx
     """

@@ -20,3 +20,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(__name__, submod_attrs={
 #: What can run the network: PyTorch, or onnxruntime (the ``onnx`` extra). Here, not in
 #: :mod:`~nucleiseg.inference.predictor`, so the command line reads it without importing PyTorch.
 BACKENDS = ("torch", "onnx")
+
+#: Default nucleus diameter handling (:attr:`PredictOptions.diameter`): estimate each image's and
+#: rescale to the model's training diameter. Here for the same reason as :data:`BACKENDS`.
+DEFAULT_DIAMETER = "auto"

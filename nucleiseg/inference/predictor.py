@@ -6,14 +6,16 @@ show. Images with a side over twice ``PredictOptions.block_size`` go block by bl
 (:mod:`~nucleiseg.inference.blockwise`). Test-time augmentation (``tta=True``) averages the 8
 dihedral transforms, each prediction transformed back first.
 
-Scale (``PredictOptions.diameter``, Cellpose's convention): an image whose nuclei are D pixels
+Scale (``PredictOptions.diameter``, Cellpose's design: Stringer et al., "Cellpose: a generalist
+algorithm for cellular segmentation", Nature Methods 18, 2021): an image whose nuclei are D pixels
 across is resized by ``scale = model diameter / D`` (the median equivalent diameter of the
 training nuclei, stored in the model file), predicted, and its probabilities resized back, so
-the watershed runs at the original size (minimum area divided by scale squared). D is given
-in pixels, or ``"auto"``: the median equivalent diameter of a first pass's nuclei at the
-original scale, refined by a second pass at the scale the first suggests (fragments of large
-nuclei join there); no rescaling with fewer than :data:`MIN_NUCLEI_FOR_SIZE` nuclei, or when the
-factor is within 10 % of 1.
+the watershed runs at the original size (minimum area divided by scale squared). D is
+``"auto"`` by default: the median equivalent diameter of a first pass's nuclei at the original
+scale, refined by a second pass at the scale the first suggests (fragments of large nuclei join
+there); no rescaling with fewer than :data:`MIN_NUCLEI_FOR_SIZE` nuclei, or when the factor is
+within 10 % of 1. D may also be given in pixels, or None for no rescaling. Why "auto" is the
+default: benchmarks/README.md, "Scale handled by default (issue 23)".
 
 Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA, with
 channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
@@ -37,7 +39,7 @@ from ..model.config import ModelConfig
 from ..model.file import read_model_file
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
-from . import BACKENDS
+from . import BACKENDS, DEFAULT_DIAMETER
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
 
@@ -74,7 +76,7 @@ class PredictOptions:
         ``"tif"`` (uint16 / uint32 TIFF) or ``"png"`` (16-bit PNG).
     diameter : float, "auto" or None
         Typical nucleus diameter of the image, pixels, to rescale it by (see the module
-        docstring); "auto" estimates it; None predicts at the original scale.
+        docstring); "auto" (the default) estimates it; None predicts at the original scale.
     geojson : bool
         Write ``<ImageId>.geojson``, the nuclei as QuPath polygons with their measurements
         (:mod:`nucleiseg.geojson`; file jobs).
@@ -89,7 +91,7 @@ class PredictOptions:
     measure: bool = False
     pixel_size: float | None = None
     label_format: str = "tif"
-    diameter: float | Literal["auto"] | None = None
+    diameter: float | Literal["auto"] | None = DEFAULT_DIAMETER
     geojson: bool = False
 
     def __post_init__(self) -> None:

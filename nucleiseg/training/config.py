@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from ..errors import NucleisegError
+from ..hardware import Precision
 from ..targets.border import DEFAULT_BORDER_WIDTH
 from ..transforms import InputChannels
 from .augment import AugmentLevel
@@ -86,6 +87,10 @@ class TrainConfig:
     collection_weights : tuple of float
         With several DATA collections: how often each is drawn, relative to the others, in the
         order given (none given: all alike, whatever their sizes).
+    precision : {"auto", "fp32", "bf16"}
+        Arithmetic of the forward and backward passes: bf16 autocast (weights, optimiser and loss
+        stay float32) or float32. auto: bf16 on CUDA and on CPUs with native bf16 (AMX,
+        AVX512-BF16, Arm BF16), float32 on other CPUs (see nucleiseg.hardware).
     """
 
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -114,6 +119,7 @@ class TrainConfig:
     sync_bn: bool = False
     input_channels: InputChannels = "gray"
     collection_weights: tuple[float, ...] = ()
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import NucleisegError
+from ..hardware import autocast_dtype, describe
 from ..labels import median_diameter
 from ..inference.predictor import Predictor, choose_device
 from ..model.config import ModelConfig, NormalizationConfig, ValidationRecord
@@ -33,6 +34,7 @@ from ..progress import Progress, no_progress
 from . import ddp
 from .augment import sample_batch
 from .config import TrainConfig
+from .prefetch import Prefetcher, batch_rng
 from .loss import SegmentationLoss
 from .samples import Sample, add_weight_maps, load_collections, sampling_weights
 from .state import Budget, Clock, TrainingState
@@ -71,11 +73,24 @@ def stop_requested() -> Iterator[list[str]]:
             signal.signal(sig, old)
 
 
-def train_step(net: torch.nn.Module, state: TrainingState, train_set: list[Sample], weights: np.ndarray,
-               cfg: TrainConfig, loss_fn: SegmentationLoss, lr: float, device: torch.device,
-               ctx: ddp.DistContext, batch: np.ndarray | None = None) -> float:
-    """One optimiser step on a batch of augmented crops (image indices ``batch``, or drawn with
-    ``weights``); updates the weight average. Returns the loss.
+Batch = tuple[np.ndarray, np.ndarray, "np.ndarray | None", np.ndarray]
+
+
+def draw_batch(train_set: list[Sample], weights: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
+               idx: np.ndarray | None = None) -> Batch:
+    """The augmented crops of one step (:func:`~nucleiseg.training.augment.sample_batch`): images
+    ``idx``, or drawn with ``weights``; (inputs, classes, pixel weights or None, image indices)."""
+    return sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights, cfg.batch_size,
+                        cfg.crop_size, rng, [s.pixel_weights for s in train_set] if cfg.weight_map else None,
+                        cfg.augment, idx=idx)
+
+
+def train_step(net: torch.nn.Module, state: TrainingState, train_set: list[Sample], batch: Batch,
+               loss_fn: SegmentationLoss, lr: float, device: torch.device, ctx: ddp.DistContext,
+               dtype: torch.dtype | None = None, channels_last: bool = True) -> float:
+    """One optimiser step on ``batch`` (:func:`draw_batch`), the forward pass in ``dtype``
+    autocast (None: float32), the input in channels-last layout unless ``channels_last`` is
+    False; updates the weight average. Returns the loss.
 
     Raises
     ------
@@ -83,15 +98,14 @@ def train_step(net: torch.nn.Module, state: TrainingState, train_set: list[Sampl
         on a non-finite loss (on any rank), naming the batch's images.
     """
     net.train()
-    xs, ys, ws, idx = sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights,
-                                   cfg.batch_size, cfg.crop_size, state.rng,
-                                   [s.pixel_weights for s in train_set] if cfg.weight_map else None,
-                                   cfg.augment, idx=batch)
+    xs, ys, ws, idx = batch
     x = torch.from_numpy(xs).to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(ys).to(device, non_blocking=True)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         logits = net(x)
     loss = loss_fn(logits, y, None if ws is None else torch.from_numpy(ws).to(device, non_blocking=True))
     finite = bool(torch.isfinite(loss))
@@ -108,17 +122,19 @@ def train_step(net: torch.nn.Module, state: TrainingState, train_set: list[Sampl
 
 
 def _checkpoint(state: TrainingState, predictor: Predictor, val_set: list[Sample], out: Path,
-                ctx: ddp.DistContext, minutes: float, log: Callable[[str], None]) -> None:
-    """Validate the weights in ``predictor`` (all ranks), record the score, keep the checkpoint
-    if it is the best, and save the resumable state and the training curve (rank 0)."""
+                ctx: ddp.DistContext, minutes: float, steps_per_s: float, log: Callable[[str], None]) -> None:
+    """Validate the weights in ``predictor`` (all ranks), record the score and the training speed
+    since the last validation (``steps_per_s``), keep the checkpoint if it is the best, and save
+    the resumable state and the training curve (rank 0)."""
     from ..figures import training_curve
 
     predictor.model.eval()
     score, per_mod, per_collection = validate(predictor, val_set, WatershedParams(), ctx)  # rank 0's network, on every rank
     per_collection = collection_scores(ValidationScore(score, per_mod, per_collection))
     state.history.append({"step": state.step, "minutes": minutes, "loss": state.loss_avg, "val_score": score,
-                          "val_per_modality": per_mod} | ({"val_per_collection": per_collection} if per_collection else {}))
-    log(f"step {state.step} ({minutes:.1f} min) loss {state.loss_avg:.4f} val DSB {score:.4f} "
+                          "val_per_modality": per_mod, "steps_per_s": steps_per_s}
+                         | ({"val_per_collection": per_collection} if per_collection else {}))
+    log(f"step {state.step} ({minutes:.1f} min, {steps_per_s:.2f} steps/s) loss {state.loss_avg:.4f} val DSB {score:.4f} "
         + " ".join(f"{m} {v:.3f}" for m, v in {**per_mod, **per_collection}.items()))
     if score > state.best_score:
         state.best_score = score
@@ -176,30 +192,38 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
     for r in trained_on if len(trained_on) > 1 else []:
         log(f"{r['name']} ({r['licence']}): {r['n_train']} training and {r['n_validation']} validation images, "
             f"drawn with weight {r['weight']:g}")
-    log(f"{len(train_set)} training and {len(val_set)} validation images; device {device}"
+    dtype = autocast_dtype(cfg.precision, device.type)
+    log(f"{len(train_set)} training and {len(val_set)} validation images; device {describe(device, dtype)}"
         + (f"; {ctx.world_size} processes (DistributedDataParallel, batch {cfg.batch_size} each)" if ctx.active else ""))
-    budget, state = Budget.of(cfg, len(train_set)), TrainingState.new(cfg, device, ctx)
+    budget, state = Budget.of(cfg, len(train_set)), TrainingState.new(cfg, device)
     if resume and resume_path(out).is_file():
-        state.load(resume_path(out), device, cfg.seed, ctx)
+        state.load(resume_path(out), device)
         log(f"resumed from {resume_path(out)} at step {state.step} ({state.elapsed / 60:.1f} min)")
     weights = sampling_weights(train_set, cfg.sampling, {r["name"]: r["weight"] for r in trained_on})
+    state.model.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN), as in inference
     net = ddp.wrap(state.model, ctx, device, cfg.sync_bn)
     batches = ddp.RankBatches(weights, cfg.batch_size, ctx, cfg.seed) if ctx.active else None
-    predictor = Predictor(state.eval_model, _record(cfg, paths, train_set, val_set, trained_on, device, ctx), device,
-                          channels_last=False)  # leave the trained weights' layout alone
+    predictor = Predictor(state.eval_model, _record(cfg, paths, train_set, val_set, trained_on, device, ctx), device)
     loss_fn, clock = SegmentationLoss(cfg.border_weight, cfg.dice_weight, device), Clock(state.elapsed)
     done = budget.progress(state.step, state.elapsed) >= 1.0
-    with stop_requested() as stop:
+
+    def draw(step: int) -> Batch:
+        return draw_batch(train_set, weights, cfg, batch_rng(cfg.seed, ctx.rank, step),
+                          batches(step) if batches is not None else None)
+
+    with stop_requested() as stop, Prefetcher(draw) as prefetcher:
+        since_step, since_seconds = state.step, state.elapsed  # for steps/s between validations
         for _ in progress(_until(lambda: done), max(budget.total_steps - state.step, 0) or None, "train"):
-            loss = train_step(net, state, train_set, weights, cfg, loss_fn,
-                              budget.learning_rate(cfg, state.step, state.elapsed), device, ctx,
-                              batches(state.step) if batches is not None else None)
+            loss = train_step(net, state, train_set, prefetcher.get(state.step), loss_fn,
+                              budget.learning_rate(cfg, state.step, state.elapsed), device, ctx, dtype)
             state.step, state.elapsed = state.step + 1, clock()
             state.loss_avg = loss if state.loss_avg is None else 0.98 * state.loss_avg + 0.02 * loss
             last = ddp.any_rank(budget.progress(state.step, state.elapsed) >= 1.0, ctx, device)  # all stop together
             if state.step % cfg.val_every == 0 or last:
-                _checkpoint(state, predictor, val_set, out, ctx, state.elapsed / 60, log)
+                steps_per_s = (state.step - since_step) / max(state.elapsed - since_seconds, 1e-9)
+                _checkpoint(state, predictor, val_set, out, ctx, state.elapsed / 60, steps_per_s, log)
                 state.elapsed = clock()  # validation time counts against the minutes
+                since_step, since_seconds = state.step, state.elapsed
             if ddp.any_rank(bool(stop), ctx, device):
                 if ctx.is_main:
                     state.save(resume_path(out))

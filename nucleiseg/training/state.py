@@ -1,7 +1,7 @@
 """What a training run carries from step to step, and when it stops.
 
 :class:`TrainingState` holds the model, optimiser, weight average (EMA), step, elapsed time,
-best validation score, history and random-number generators, and saves / loads them as the
+best validation score, history and PyTorch's random state, and saves / loads them as the
 resumable ``<out>.resume.pt`` (tensors and plain data, read with ``weights_only=True``).
 :class:`Budget` turns the requested epochs, steps and minutes into a stopping rule and the
 learning-rate schedule: warm-up over the first 3 % of the budget, then a cosine to 1 % of the
@@ -15,14 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..io import atomic_write
 from ..model.config import UNetConfig
 from ..model.unet import UNet
 from ..transforms import input_channel_count
-from . import ddp
 from .config import TrainConfig
 
 WARMUP = 0.03  # fraction of the budget
@@ -73,7 +71,6 @@ class TrainingState:
     model: UNet
     optimizer: torch.optim.Optimizer
     ema: torch.optim.swa_utils.AveragedModel | None
-    rng: np.random.Generator
     step: int = 0
     elapsed: float = 0.0  # seconds of training, validation included
     best_score: float = -1.0
@@ -81,7 +78,7 @@ class TrainingState:
     loss_avg: float | None = None  # smoothed training loss (not saved)
 
     @classmethod
-    def new(cls, cfg: TrainConfig, device: torch.device, ctx: ddp.DistContext) -> "TrainingState":
+    def new(cls, cfg: TrainConfig, device: torch.device) -> "TrainingState":
         """A fresh U-Net, AdamW and (with ``cfg.ema``) weight average; the initial weights come from
         torch's current random state (seed it first: the same on every rank)."""
         model = UNet(UNetConfig(input_channel_count(cfg.input_channels), 3, cfg.features)).to(device)
@@ -90,8 +87,7 @@ class TrainingState:
         if cfg.ema > 0:
             ema = torch.optim.swa_utils.AveragedModel(
                 model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
-        rng = np.random.default_rng([cfg.seed, ctx.rank] if ctx.active else cfg.seed)
-        return cls(model, optimizer, ema, rng)
+        return cls(model, optimizer, ema)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -102,15 +98,15 @@ class TrainingState:
         """Write the resumable state atomically."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                  "elapsed": self.elapsed, "best_score": self.best_score, "history": self.history,
-                 "torch_rng": torch.get_rng_state(), "numpy_rng": self.rng.bit_generator.state}
+                 "torch_rng": torch.get_rng_state()}
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
-    def load(self, path: Path, device: torch.device, seed: int, ctx: ddp.DistContext) -> None:
-        """Continue from a state :meth:`save` wrote, by any number of processes: a single process
-        restores the random states exactly; under torchrun each rank's sampling stream is derived
-        from (seed, rank, step) instead."""
+    def load(self, path: Path, device: torch.device) -> None:
+        """Continue from a state :meth:`save` wrote, by any number of processes (each step's batch
+        is drawn from its own generator, :func:`~nucleiseg.training.prefetch.batch_rng`, so no
+        sampling state needs restoring)."""
         state = torch.load(path, map_location=device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -118,11 +114,7 @@ class TrainingState:
             self.ema.load_state_dict(state["ema"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.best_score, self.history = state["best_score"], state["history"]
-        if ctx.active:
-            self.rng = np.random.default_rng([seed, ctx.rank, self.step])
-        else:
-            torch.set_rng_state(state["torch_rng"])
-            self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
 
 
 class Clock:
