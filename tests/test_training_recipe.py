@@ -225,3 +225,34 @@ def test_training_on_two_collections(tmp_path, small_dsb, sample_ids, sample_lab
     assert set(v.per_collection) == {"DSB2018 stage1_train", "cellpose"} and len(v.ids) == 2
     assert v.score == pytest.approx(np.mean(list(v.per_collection.values())), abs=1e-12)  # each collection alike
     assert config.history[-1]["val_per_collection"] == v.per_collection
+
+
+def test_training_images_resized_to_the_canonical_diameter(tmp_path, small_dsb):
+    """--diameter D (Cellpose's canonical size): a sample of disks 40 px across comes out half the
+    size with disks of about D = 20 px, its classes the class map of its resized labels; a run
+    with it records D as the model's training diameter."""
+    from nucleiseg.labels import median_diameter
+    from nucleiseg.targets.border import class_map
+    from nucleiseg.training.samples import at_diameter
+
+    yy, xx = np.mgrid[:200, :240]
+    labels = np.zeros((200, 240), np.uint16)
+    for i, (r, c) in enumerate([(50, 50), (50, 150), (140, 60), (140, 170)], start=1):
+        labels[(yy - r) ** 2 + (xx - c) ** 2 < 20**2] = i
+    image = (labels > 0).astype(np.float32)[None].repeat(2, 0)
+    sample = Sample("disks", image, class_map(labels, 2), labels, "fluorescence")
+    assert median_diameter(labels)[0] == pytest.approx(40, abs=0.5)
+    small = at_diameter(sample, 20.0, 2)
+    s = 20.0 / median_diameter(labels)[0]  # about a half
+    assert small.image.shape == (2, round(200 * s), round(240 * s)) and small.labels.shape == small.image.shape[1:]
+    assert median_diameter(small.labels) == (pytest.approx(20, abs=1), 4)
+    np.testing.assert_array_equal(small.classes, class_map(small.labels, 2))
+    fg, truth = small.image[0] > 0.5, small.labels > 0  # image and labels still cover each other (outline +-1 px)
+    assert (fg & truth).sum() / (fg | truth).sum() > 0.95
+    empty = Sample("empty", image, class_map(labels * 0, 2), labels * 0, "fluorescence")
+    assert at_diameter(empty, 20.0, 2) is empty
+    with pytest.raises(NucleisegError, match="diameter must be > 0"):
+        TrainConfig(diameter=0)
+    cfg = TrainConfig(features=(4, 8), crop_size=32, batch_size=2, steps=2, val_every=2, tune=False, diameter=25.0)
+    result = train(small_dsb, tmp_path / "m.pt", cfg, torch.device("cpu"))
+    assert result.nucleus_diameter == 25.0 and result.training["diameter"] == 25.0

@@ -87,6 +87,11 @@ class TrainConfig:
     collection_weights : tuple of float
         With several DATA collections: how often each is drawn, relative to the others, in the
         order given (none given: all alike, whatever their sizes).
+    diameter : float or None
+        Canonical nucleus diameter, pixels: every training and validation image is first resized
+        so the median equivalent diameter of its nuclei is this (Cellpose's design, Stringer et
+        al., Nature Methods 18, 2021), and the model records it as its training diameter, which
+        predict's default --diameter auto rescales images to. None: images at their own scale.
     precision : {"auto", "fp32", "bf16"}
         Arithmetic of the forward and backward passes: bf16 autocast (weights, optimiser and loss
         stay float32) or float32. auto: bf16 on CUDA and on CPUs with native bf16 (AMX,
@@ -119,6 +124,7 @@ class TrainConfig:
     sync_bn: bool = False
     input_channels: InputChannels = "gray"
     collection_weights: tuple[float, ...] = ()
+    diameter: float | None = None
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:
@@ -136,6 +142,8 @@ class TrainConfig:
                 raise NucleisegError(f"{name} must be >= 1, got {getattr(self, name)}")
         if len(self.features) < 2 or min(self.features) < 1:
             raise NucleisegError(f"features must be two or more positive widths, got {self.features}")
+        if self.diameter is not None and not self.diameter > 0:
+            raise NucleisegError(f"diameter must be > 0 pixels, got {self.diameter}")
         if not 0.0 <= self.p_low < self.p_high <= 100.0:
             raise NucleisegError(f"need 0 <= p_low < p_high <= 100, got {self.p_low}, {self.p_high}")
 

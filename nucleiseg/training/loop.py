@@ -36,7 +36,7 @@ from .augment import sample_batch
 from .config import TrainConfig
 from .prefetch import Prefetcher, batch_rng
 from .loss import SegmentationLoss
-from .samples import Sample, add_weight_maps, load_collections, sampling_weights
+from .samples import Sample, add_weight_maps, at_diameter, load_collections, sampling_weights
 from .state import Budget, Clock, TrainingState
 from .validation import ValidationScore, collection_scores, tune_model, validate
 
@@ -155,7 +155,7 @@ def _record(cfg: TrainConfig, paths: list[Path], train_set: list[Sample], val_se
                 "processes": ctx.world_size}
     return ModelConfig(normalization=NormalizationConfig(cfg.p_low, cfg.p_high, channels=cfg.input_channels),
                        border_width=cfg.border_width, training=training, trained_on=trained_on,
-                       nucleus_diameter=median_diameter(*(s.labels for s in train_set))[0] or None)
+                       nucleus_diameter=cfg.diameter or median_diameter(*(s.labels for s in train_set))[0] or None)
 
 
 def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig, device: torch.device | str = "auto",
@@ -187,6 +187,10 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
     paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
     train_set, val_set, trained_on = load_collections(paths, cfg.border_width, cfg.p_low, cfg.p_high,
                                                       cfg.collection_weights, channels=cfg.input_channels)
+    if cfg.diameter is not None:  # Cellpose's canonical size, before targets that depend on pixels
+        train_set, val_set = ([at_diameter(s, cfg.diameter, cfg.border_width) for s in part]
+                              for part in (train_set, val_set))
+        log(f"every image resized so its nuclei are {cfg.diameter:g} px across (median equivalent diameter)")
     if cfg.weight_map:
         add_weight_maps(train_set, cfg.w0, cfg.sigma)
     for r in trained_on if len(trained_on) > 1 else []:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,31 @@ def load_samples(data: str | Path, border_width: int, p_low: float, p_high: floa
     if not out:
         raise NucleisegError(f"{data}: no training image found")
     return out
+
+
+def at_diameter(sample: Sample, diameter: float, border_width: int) -> Sample:
+    """``sample`` resized so the median equivalent diameter of its nuclei
+    (:func:`nucleiseg.labels.median_diameter`) is ``diameter`` pixels, the factor clipped to
+    :data:`nucleiseg.inference.predictor.SCALE_RANGE` as at inference: the network input by
+    :func:`nucleiseg.transforms.resize`, the label image by nearest pixel, the classes made anew
+    from it. A sample without nuclei is returned as it is."""
+    import cv2
+
+    from ..inference.predictor import SCALE_RANGE
+    from ..labels import median_diameter
+    from ..transforms import resize
+    from .augment import NEAREST
+
+    own, n = median_diameter(sample.labels)
+    if not n:
+        return sample
+    scale = float(np.clip(diameter / own, *SCALE_RANGE))
+    h, w = sample.labels.shape
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    labels = cv2.resize(sample.labels.astype(np.uint16 if sample.labels.max() < 65536 else np.float32),
+                        (shape[1], shape[0]), interpolation=NEAREST).astype(sample.labels.dtype)
+    return replace(sample, image=resize(sample.image, shape), labels=labels, classes=class_map(labels, border_width),
+                   pixel_weights=None)
 
 
 def collection_provenance(data: str | Path) -> Provenance:
