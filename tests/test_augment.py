@@ -73,3 +73,35 @@ def test_scaled_crops_keep_labels_on_their_image():
             centre_img = np.nonzero(img)[axis].mean()
             centre_lab = np.nonzero(lab)[axis].mean()
             assert abs(centre_img - centre_lab) < 0.1, (size, axis, centre_img, centre_lab)
+
+
+def test_dim_nuclei_scales_each_nucleus_towards_the_background():
+    from nucleiseg.training.augment import dim_nuclei
+
+    labels = np.zeros((40, 40), np.int64)
+    labels[5:15, 5:15], labels[20:35, 20:30] = 1, 2
+    image = np.where(labels > 0, 1.0, 0.2).astype(np.float32)[None].repeat(2, 0)
+    image[1] *= 0.5  # a second channel with its own background (0.1) and nuclei (0.5)
+    out = dim_nuclei(image, labels, 0.6, np.random.default_rng(1))
+    np.testing.assert_array_equal(out[:, labels == 0], image[:, labels == 0])
+    for channel, (b, x) in enumerate([(0.2, 1.0), (0.1, 0.5)]):
+        f = [(out[channel, labels == n] - b) / (x - b) for n in (1, 2)]
+        for values in f:  # one factor per nucleus, inside [0.4, 1]
+            assert np.ptp(values) < 1e-6 and 0.4 - 1e-6 <= values[0] <= 1.0
+        assert abs(f[0][0] - f[1][0]) > 1e-3  # drawn apart
+    np.testing.assert_array_equal(dim_nuclei(image, labels * 0, 0.6, np.random.default_rng(1)), image)
+
+
+def test_sample_batch_dims_nuclei_of_half_the_crops():
+    from nucleiseg.training.augment import sample_batch
+
+    labels = np.zeros((64, 64), np.uint16)
+    for n, r in enumerate(range(4, 60, 14), start=1):
+        labels[r : r + 10, 10:50] = n
+    image = np.where(labels > 0, 1.0, 0.0).astype(np.float32)
+    classes = np.where(labels > 0, 0, 2).astype(np.uint8)
+    xs, ys, _, _ = sample_batch([image], [classes], np.ones(1), 40, 64, np.random.default_rng(0), augment="none",
+                                labels=[labels], nucleus_dimming=0.5)
+    dimmed = [(x[0][y == 0] < 0.999).any() for x, y in zip(xs, ys)]
+    assert 10 < sum(dimmed) < 30  # about half
+    assert all(x[0][y == 2].max() == 0 for x, y in zip(xs, ys))  # background untouched

@@ -10,7 +10,7 @@ from torch import nn
 from nucleiseg.data.images import read_image
 from nucleiseg.data.sources import bundled_samples_dir
 from nucleiseg.inference.blockwise import nuclei_cut_at_borders
-from nucleiseg.inference.predictor import PredictOptions, Predictor
+from nucleiseg.inference.predictor import PredictOptions, Predictor, scaled_watershed
 from nucleiseg.inference.tiling import blend_window, tile_layout, tile_starts
 from nucleiseg.metrics import dsb_score
 from nucleiseg.model.config import ModelConfig
@@ -80,8 +80,9 @@ def test_tiled_equals_whole_for_pointwise_model():
 def test_tiling_does_not_show_with_bundled_model():
     path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("4596961c789d"))
     image = read_image(path)  # 520 x 696, 133 nuclei
-    whole = Predictor.from_file(device="cpu").predict(image)
-    tiled = Predictor.from_file(device="cpu", tile_size=256, overlap=64).predict(image)
+    original_scale = PredictOptions(diameter=None)  # tiles alone: no estimate from the central tile
+    whole = Predictor.from_file(device="cpu").predict(image, original_scale)
+    tiled = Predictor.from_file(device="cpu", tile_size=256, overlap=64).predict(image, original_scale)
     assert dsb_score(whole, tiled) > 0.98
     # no nucleus lost or split where tiles meet: each whole-image nucleus on a tile seam is one
     # tiled nucleus covering >= 90% of it
@@ -183,3 +184,25 @@ def test_auto_diameter_recovers_an_enlarged_image(sample_labels):
     assert seg.scale == pytest.approx(predictor.config.nucleus_diameter / (2 * 19.4), abs=0.05)
     assert seg.labels.shape == big.shape[:2]
     assert dsb_score(big_truth, seg.labels) > plain + 0.07 and dsb_score(big_truth, seg.labels) > native - 0.05
+
+
+def test_auto_diameter_reuses_the_estimate_passes(monkeypatch):
+    """An image that fits in one tile is not run through the network again after the estimate:
+    --diameter auto costs the estimate's one or two passes, no more, and gives the labels that
+    predicting afresh at the chosen scale gives."""
+    from nucleiseg.postprocess import probabilities_to_labels
+
+    predictor = Predictor.from_file(device="cpu")
+    for prefix in ("0a7d30b25235", "4596961c789d"):  # 256 x 256 and 520 x 696
+        path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith(prefix))
+        image = read_image(path)
+        calls = []
+        original = Predictor.probabilities_of_normalized
+        monkeypatch.setattr(Predictor, "probabilities_of_normalized",
+                            lambda self, x, tta=False: calls.append(x.shape) or original(self, x, tta))
+        seg = predictor.segment(image)
+        monkeypatch.setattr(Predictor, "probabilities_of_normalized", original)
+        assert len(calls) == (2 if seg.scale != 1.0 else 1), (prefix, seg.scale, calls)
+        afresh = probabilities_to_labels(predictor.probabilities(predictor.normalize(image), False, seg.scale),
+                                         scaled_watershed(predictor.watershed, seg.scale))
+        np.testing.assert_array_equal(seg.labels, afresh)

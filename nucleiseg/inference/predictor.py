@@ -14,8 +14,11 @@ the watershed runs at the original size (minimum area divided by scale squared).
 ``"auto"`` by default: the median equivalent diameter of a first pass's nuclei at the original
 scale, refined by a second pass at the scale the first suggests (fragments of large nuclei join
 there); no rescaling with fewer than :data:`MIN_NUCLEI_FOR_SIZE` nuclei, or when the factor is
-within 10 % of 1. D may also be given in pixels, or None for no rescaling. Why "auto" is the
-default: benchmarks/README.md, "Scale handled by default (issue 23)".
+within 10 % of 1. For an image that fits in one tile the estimate's passes are the prediction:
+the second pass's factor is kept when the refined estimate is within :data:`REUSE_TOLERANCE` of
+it, and its probabilities reused, so "auto" costs one network pass more than none at most. D may
+also be given in pixels, or None for no rescaling. Why "auto" is the default:
+benchmarks/README.md, "Scale handled by default (issue 23)".
 
 Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA, with
 channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
@@ -48,6 +51,9 @@ from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blen
 MIN_NUCLEI_FOR_SIZE = 5
 #: Factors the scale is clipped to.
 SCALE_RANGE = (0.25, 4.0)
+#: --diameter auto keeps the second pass's factor when the refined estimate's is within this
+#: fraction of it (so that pass is not run again: 520 x 696 asks 0.687 after 0.693, say).
+REUSE_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -258,18 +264,27 @@ class Predictor:
         scaled = resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
         return resize(self.probabilities_of_normalized(scaled, tta), (h, w))
 
-    def scale_for(self, image: np.ndarray, options: PredictOptions) -> tuple[float | None, float]:
+    def scale_for(self, image: np.ndarray, options: PredictOptions,
+                  passes: dict[float, np.ndarray] | None = None) -> tuple[float | None, float]:
         """(diameter, scale) for ``image`` under ``options.diameter`` (see the module docstring).
-        An estimate for an image larger than one tile uses its central tile."""
+        An estimate for an image larger than one tile uses its central tile; for an image that
+        fits in one tile, the estimate's probabilities by scale go into ``passes`` when given
+        (:meth:`segment` reuses them instead of running the network again)."""
         if options.diameter is None or self.config.nucleus_diameter is None:
             return None, 1.0
         if options.diameter != "auto":
             diameter = float(options.diameter)
-        else:
-            diameter = self._estimate_diameter(image, options)
-            if diameter is None:
-                return None, 1.0
-        return diameter, self._scale_of(diameter)
+            return diameter, self._scale_of(diameter)
+        estimate = self._estimate_diameter(image, options, passes)
+        if estimate is None:
+            return None, 1.0
+        diameter, second_pass = estimate
+        scale = self._scale_of(diameter)
+        # the second pass's factor stands (and its network pass is reused) when the refined
+        # estimate asks for one within REUSE_TOLERANCE of it
+        if second_pass is not None and abs(scale / second_pass - 1.0) < REUSE_TOLERANCE:
+            scale = second_pass
+        return diameter, scale
 
     def _scale_of(self, diameter: float) -> float:
         """The resize factor for nuclei ``diameter`` pixels across: the model's training diameter
@@ -277,33 +292,43 @@ class Predictor:
         scale = float(np.clip(self.config.nucleus_diameter / diameter, *SCALE_RANGE))
         return 1.0 if abs(scale - 1.0) < 0.1 else scale
 
-    def _estimate_diameter(self, image: np.ndarray, options: PredictOptions) -> float | None:
-        """The nuclei's median diameter (original pixels) in ``image``'s central tile: a first
-        pass at the original scale, and when that suggests rescaling, a second pass at the
-        suggested scale, where fragments of large nuclei join (None: too few nuclei)."""
+    def _estimate_diameter(self, image: np.ndarray, options: PredictOptions,
+                           passes: dict[float, np.ndarray] | None = None) -> tuple[float, float | None] | None:
+        """(the nuclei's median diameter in original pixels, the second pass's factor or None) in
+        ``image``'s central tile: a first pass at the original scale, and when that suggests
+        rescaling, a second pass at the suggested factor, where fragments of large nuclei join
+        (None: too few nuclei). When the tile is the whole image, each pass's probabilities go
+        into ``passes`` by factor."""
         h, w = image.shape[:2]
         t = self.tile_size
         r0, c0 = max(0, (h - t) // 2), max(0, (w - t) // 2)
         x = self.normalize(image[r0 : r0 + t, c0 : c0 + t])
+        keep = passes if passes is not None and h <= t and w <= t else {}
         watershed = options.watershed or self.watershed
-        diameter, n = median_diameter(probabilities_to_labels(self.probabilities(x, options.tta), watershed))
+        keep[1.0] = self.probabilities(x, options.tta)
+        diameter, n = median_diameter(probabilities_to_labels(keep[1.0], watershed))
         scale = self._scale_of(diameter) if n else 1.0
-        if n >= MIN_NUCLEI_FOR_SIZE and scale != 1.0:
-            second = probabilities_to_labels(self.probabilities(x, options.tta, scale), scaled_watershed(watershed, scale))
-            refined, m = median_diameter(second)
-            diameter, n = (refined, m) if m >= MIN_NUCLEI_FOR_SIZE else (diameter, n)
-        return diameter if n >= MIN_NUCLEI_FOR_SIZE else None
+        if n < MIN_NUCLEI_FOR_SIZE:
+            return None
+        if scale == 1.0:
+            return diameter, None
+        keep[scale] = self.probabilities(x, options.tta, scale)
+        refined, m = median_diameter(probabilities_to_labels(keep[scale], scaled_watershed(watershed, scale)))
+        return (refined, scale) if m >= MIN_NUCLEI_FOR_SIZE else (diameter, scale)
 
     def segment(self, image: np.ndarray, options: PredictOptions | None = None) -> Segmentation:
         """:meth:`predict` with the diameter and scale it used."""
         options = options or PredictOptions()
-        diameter, scale = self.scale_for(image, options)
+        passes: dict[float, np.ndarray] = {}  # the estimate's network passes, reused when they cover the image
+        diameter, scale = self.scale_for(image, options, passes)
         watershed = scaled_watershed(options.watershed or self.watershed, scale)
         if is_huge(image.shape, options.block_size):
             labels = predict_blockwise(self, image, options.block_size, watershed=watershed, tta=options.tta,
                                        scale=scale)[0]
         else:
-            labels = probabilities_to_labels(self.probabilities(self.normalize(image), options.tta, scale), watershed)
+            probabilities = passes[scale] if scale in passes else self.probabilities(self.normalize(image), options.tta,
+                                                                                      scale)
+            labels = probabilities_to_labels(probabilities, watershed)
         return Segmentation(labels, diameter, scale)
 
     def predict(self, image: np.ndarray, options: PredictOptions | None = None) -> np.ndarray:

@@ -101,6 +101,22 @@ def shift_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
+def dim_nuclei(image: np.ndarray, labels: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Each nucleus of a (C, H, W) crop dimmed towards the background by its own factor, drawn
+    from [1 - ``strength``, 1]: x' = b + f (x - b) on the nucleus's pixels (``labels`` (H, W),
+    0 = background), b the median of the background pixels per channel (0 without any). Dim
+    nuclei beside bright ones, as fluorescence with uneven staining and pale H&E nuclei show them."""
+    n = int(labels.max())
+    if n == 0 or strength <= 0:
+        return image
+    factors = np.ones(n + 1, np.float32)
+    factors[1:] = rng.uniform(1.0 - strength, 1.0, size=n)
+    background = labels == 0
+    b = (np.median(image[:, background], axis=1) if background.any() else np.zeros(image.shape[0]))
+    b = b.astype(np.float32)[:, None, None]
+    return (b + factors[labels][None] * (image - b)).astype(np.float32)
+
+
 def _jpeg(channel: np.ndarray, quality: int) -> np.ndarray:
     """One channel in [0, 1] through JPEG compression at ``quality`` and back."""
     ok, buf = cv2.imencode(".jpg", np.round(channel * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -130,10 +146,12 @@ def elastic(arrays: list[np.ndarray], rng: np.random.Generator, alpha: float = 4
 def sample_batch(
     images: list[np.ndarray], classes: list[np.ndarray], probabilities: np.ndarray, batch_size: int, crop_size: int,
     rng: np.random.Generator, pixel_weights: list[np.ndarray] | None = None, augment: AugmentLevel = "full",
-    idx: np.ndarray | None = None,
+    idx: np.ndarray | None = None, labels: list[np.ndarray] | None = None, nucleus_dimming: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
     """Draw a batch: images chosen with ``probabilities`` (or the given indices ``idx``), each
     cropped and augmented (``augment`` one of :data:`AUGMENT_LEVELS`, see the module docstring).
+    With ``nucleus_dimming`` > 0 and the images' label images ``labels``, half of the crops have
+    their nuclei dimmed apart (:func:`dim_nuclei`) before the level's intensity changes.
 
     ``images`` are (C, H, W) network inputs ((H, W): one channel). Returns (batch_size, C, crop, crop) float32 inputs,
     (batch_size, crop, crop) int64 classes,
@@ -145,9 +163,15 @@ def sample_batch(
     xs = np.empty((batch_size, images[0].shape[0] if images[0].ndim == 3 else 1, crop_size, crop_size), np.float32)
     ys = np.empty((batch_size, crop_size, crop_size), np.int64)
     ws = None if pixel_weights is None else np.empty((batch_size, crop_size, crop_size), np.float32)
+    dimming = nucleus_dimming > 0 and labels is not None
     for b, i in enumerate(idx):
         parts = [images[i], classes[i]] + ([] if ws is None else [pixel_weights[i]])
+        if dimming:
+            parts.append(labels[i].astype(np.uint16 if labels[i].max(initial=0) < 65536 else np.float32))
         parts = random_crop(parts, crop_size, rng, CROP_SCALES[augment])
+        if dimming and rng.random() < 0.5:
+            crop = parts[0] if parts[0].ndim == 3 else parts[0][None]
+            parts[0] = dim_nuclei(crop, parts[-1].astype(np.int64), nucleus_dimming, rng).reshape(parts[0].shape)
         if augment == "heavy" and rng.random() < 0.3:
             parts = elastic(parts, rng)
         k = int(rng.integers(0, 8)) if augment != "none" else 0

@@ -87,6 +87,10 @@ class TrainConfig:
     collection_weights : tuple of float
         With several DATA collections: how often each is drawn, relative to the others, in the
         order given (none given: all alike, whatever their sizes).
+    nucleus_dimming : float
+        Half of the crops have each nucleus dimmed towards the background by its own factor in
+        [1 - this, 1] (0 = off; see nucleiseg.training.augment.dim_nuclei): dim nuclei beside
+        bright ones.
     diameter : float or None
         Canonical nucleus diameter, pixels: every training and validation image is first resized
         so the median equivalent diameter of its nuclei is this (Cellpose's design, Stringer et
@@ -124,6 +128,7 @@ class TrainConfig:
     sync_bn: bool = False
     input_channels: InputChannels = "gray"
     collection_weights: tuple[float, ...] = ()
+    nucleus_dimming: float = 0.0
     diameter: float | None = None
     precision: Precision = "auto"
 
@@ -142,6 +147,8 @@ class TrainConfig:
                 raise NucleisegError(f"{name} must be >= 1, got {getattr(self, name)}")
         if len(self.features) < 2 or min(self.features) < 1:
             raise NucleisegError(f"features must be two or more positive widths, got {self.features}")
+        if not 0.0 <= self.nucleus_dimming < 1.0:
+            raise NucleisegError(f"nucleus_dimming must be in [0, 1), got {self.nucleus_dimming}")
         if self.diameter is not None and not self.diameter > 0:
             raise NucleisegError(f"diameter must be > 0 pixels, got {self.diameter}")
         if not 0.0 <= self.p_low < self.p_high <= 100.0:
