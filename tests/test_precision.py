@@ -118,6 +118,10 @@ def test_prefetcher_gives_each_step_its_own_batch():
     for s, batch in zip([0, 1, 2, 3, 4, 2], got):
         np.testing.assert_array_equal(batch, batch_rng(7, 0, s).random(4))
     assert calls[:2] == [0, 1]
+    calls.clear()
+    with Prefetcher(draw, background=False) as inline:  # as the loop runs on a CPU
+        assert all(np.array_equal(inline.get(s), batch_rng(7, 0, s).random(4)) for s in (3, 4))
+    assert calls == [3, 4]
     assert not np.array_equal(batch_rng(7, 0, 1).random(4), batch_rng(7, 1, 1).random(4))  # ranks differ
 
 

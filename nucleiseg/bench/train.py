@@ -5,9 +5,8 @@ Each row times the training loop's own parts (:func:`~nucleiseg.training.loop.dr
 :func:`~nucleiseg.training.loop.train_step`) on real crops: the batch drawing alone, then drawing
 plus the optimiser step (forward, loss, backward, AdamW) as the loop ran before issue 23 (float32,
 contiguous tensors, one after the other: the reference), with channels-last tensors, with bf16
-autocast, and with the next batch drawn in the background
-(:class:`~nucleiseg.training.prefetch.Prefetcher`): the last is how ``nucleiseg train`` runs on a
-CPU with native bf16.
+autocast (how ``nucleiseg train`` runs on a CPU with native bf16), and with the next batch drawn
+in the background (:class:`~nucleiseg.training.prefetch.Prefetcher`, as it runs on a GPU).
 """
 
 from __future__ import annotations
@@ -96,6 +95,6 @@ def format_train(result: dict) -> str:
         layout = "" if r["channels_last"] is None else "yes" if r["channels_last"] else "no"
         lines.append(f"{r['what']:<30}{r['precision']:>10}{layout:>9}{('yes' if r['prefetch'] else 'no'):>10}"
                      f"{r['seconds'] * 1e3:>8.0f}{r['steps_per_s']:>9.2f}{ratio:>8}")
-    lines.append("speed: against the first timed row (the loop before bf16, channels-last and prefetching); "
-                 "nucleiseg train runs the last row's way")
+    lines.append("speed: against the first timed row (the loop before issue 23); nucleiseg train runs on a CPU "
+                 "as the last row but one (bf16 where the CPU has it), on a GPU with the batches prefetched")
     return "\n".join(lines)

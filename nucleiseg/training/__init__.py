@@ -7,6 +7,7 @@
 - :mod:`~nucleiseg.training.state`: the training state (save / load) and the budget;
 - :mod:`~nucleiseg.training.validation`: validation scores and watershed tuning;
 - :mod:`~nucleiseg.training.ddp`: torchrun / DistributedDataParallel helpers;
+- :mod:`~nucleiseg.training.prefetch`: the next batch drawn in a thread, each step's own generator;
 - :mod:`~nucleiseg.training.loop`: :func:`train`, the loop.
 """
 

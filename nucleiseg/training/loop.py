@@ -216,7 +216,7 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
         return draw_batch(train_set, weights, cfg, batch_rng(cfg.seed, ctx.rank, step),
                           batches(step) if batches is not None else None)
 
-    with stop_requested() as stop, Prefetcher(draw) as prefetcher:
+    with stop_requested() as stop, Prefetcher(draw, background=device.type == "cuda") as prefetcher:
         since_step, since_seconds = state.step, state.elapsed  # for steps/s between validations
         for _ in progress(_until(lambda: done), max(budget.total_steps - state.step, 0) or None, "train"):
             loss = train_step(net, state, train_set, prefetcher.get(state.step), loss_fn,
