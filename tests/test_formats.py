@@ -196,4 +196,4 @@ def test_evaluate_monuseg_test_set(monuseg_root):
     assert len(test.image_ids) == 14 and test.provenance.licence == "CC BY-NC-SA 4.0"
     row = evaluate_method("bundled", load_model(device="cpu").predict, test)[0]
     assert row.n_nuclei == 6697
-    assert (row.dsb, row.ap50, row.aji, row.pq) == pytest.approx((0.3568, 0.6812, 0.6403, 0.6162), abs=0.002)
+    assert (row.dsb, row.ap50, row.aji, row.pq) == pytest.approx((0.3556, 0.6788, 0.6415, 0.6147), abs=0.002)

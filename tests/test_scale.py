@@ -181,7 +181,7 @@ def test_blockwise_mosaic_equals_whole_image():
     image = read_image(_sample(CROWDED))
     mosaic = np.concatenate([np.concatenate([image, image[:, ::-1]], 1)] * 2, 0)  # 1040 x 1392, 532 nuclei
     predictor = Predictor.from_file(device="cpu")
-    whole = predictor.predict(mosaic)
+    whole = predictor.predict(mosaic, PredictOptions(diameter=None))  # blocks at the original scale, as below
     blocks, stats = predict_blockwise(predictor, mosaic, block_size=384, halo=64)
     assert stats.blocks == 12 and stats.truncated == 0
     present = np.unique(blocks[blocks > 0])
