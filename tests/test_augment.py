@@ -61,14 +61,14 @@ def test_scaled_crops_keep_labels_on_their_image():
     scale (OpenCV's INTER_NEAREST put them up to half a pixel apart)."""
     import cv2
 
-    from nucleiseg.training.augment import NEAREST
+    from nucleiseg.transforms import resize_labels
 
     yy, xx = np.mgrid[:300, :300]
     disk = ((yy - 150.3) ** 2 + (xx - 149.6) ** 2 < 60**2)
     image, classes = disk.astype(np.float32), np.where(disk, 0, 2).astype(np.uint8)
     for size in (90, 121, 170, 211, 420, 555):
         img = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) > 0.5
-        lab = cv2.resize(classes, (size, size), interpolation=NEAREST) == 0
+        lab = resize_labels(classes, (size, size)) == 0
         for axis in (0, 1):
             centre_img = np.nonzero(img)[axis].mean()
             centre_lab = np.nonzero(lab)[axis].mean()
@@ -105,3 +105,13 @@ def test_sample_batch_dims_nuclei_of_half_the_crops():
     dimmed = [(x[0][y == 0] < 0.999).any() for x, y in zip(xs, ys)]
     assert 10 < sum(dimmed) < 30  # about half
     assert all(x[0][y == 2].max() == 0 for x, y in zip(xs, ys))  # background untouched
+
+
+def test_resize_labels_keeps_dtype_and_label_values():
+    from nucleiseg.transforms import resize_labels
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[:20, :20], labels[20:, 20:] = 70000, 3  # beyond uint16
+    out = resize_labels(labels, (20, 20))
+    assert out.dtype == np.int32 and set(np.unique(out)) == {0, 3, 70000}
+    np.testing.assert_array_equal(out, labels[::2, ::2])

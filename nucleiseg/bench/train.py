@@ -66,10 +66,9 @@ def bench_train(samples: list["Sample"], cfg: "TrainConfig", steps: int = 10) ->
         state = TrainingState.new(cfg, device)
         if channels_last:
             state.model.to(memory_format=torch.channels_last)
-        with Prefetcher(draw) as prefetcher:
+        with Prefetcher(draw, background=prefetch) as prefetcher:
             def run(step: int):
-                batch = prefetcher.get(step) if prefetch else draw(step)
-                train_step(state.model, state, samples, batch, loss_fn, cfg.lr, device, ctx, dtype,
+                train_step(state.model, state, samples, prefetcher.get(step), loss_fn, cfg.lr, device, ctx, dtype,
                            channels_last=channels_last)
 
             rows.append({"what": "draw + optimiser step", "precision": precision, "channels_last": channels_last,

@@ -30,14 +30,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from ..transforms import dihedral, pad_to_shape, per_channel
-
-#: Nearest-pixel resizing of label and class images. OpenCV's ``INTER_NEAREST`` samples source
-#: pixel floor(x / scale), which moves labels up to half a pixel up and left of the image that
-#: ``INTER_LINEAR`` / ``INTER_AREA`` resize on pixel centres; ``INTER_NEAREST_EXACT`` samples on
-#: pixel centres too (OpenCV 4.5+, the rule of PIL and scikit-image). Measured on a 80 px disk
-#: shrunk 0.71x: label centroid 0.47 px below the image's with ``INTER_NEAREST``, 0.02 px with this.
-NEAREST = cv2.INTER_NEAREST_EXACT
+from ..transforms import dihedral, pad_to_shape, per_channel, resize_labels
 
 AugmentLevel = Literal["none", "flips", "full", "heavy", "shift"]
 AUGMENT_LEVELS: tuple[str, ...] = typing.get_args(AugmentLevel)
@@ -53,8 +46,9 @@ def random_crop(
     weights (H, W)).
 
     Half the time the crop covers ``size / s`` pixels of the source, ``s`` drawn from
-    ``scale_range``, resized to ``size``: linear for float arrays, nearest for integer ones, both
-    on pixel centres (:data:`NEAREST`), so a label stays on its nucleus.
+    ``scale_range``, resized to ``size``: linear for float arrays, nearest for integer ones
+    (:func:`nucleiseg.transforms.resize_labels`), both on pixel centres, so a label stays on its
+    nucleus.
     Arrays smaller than the window are padded (:func:`nucleiseg.transforms.pad_to_shape`).
     """
     scale = rng.uniform(*scale_range) if rng.random() < 0.5 else 1.0
@@ -65,8 +59,8 @@ def random_crop(
     c = int(rng.integers(0, w - win + 1))
     out = [a[..., r : r + win, c : c + win] for a in arrays]
     if win != size:
-        out = [per_channel(lambda x: cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR if x.dtype.kind == "f"
-                                                else NEAREST), a) for a in out]
+        out = [per_channel(lambda x: cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
+                           if x.dtype.kind == "f" else resize_labels(x, (size, size)), a) for a in out]
     return out
 
 
@@ -167,7 +161,7 @@ def sample_batch(
     for b, i in enumerate(idx):
         parts = [images[i], classes[i]] + ([] if ws is None else [pixel_weights[i]])
         if dimming:
-            parts.append(labels[i].astype(np.uint16 if labels[i].max(initial=0) < 65536 else np.float32))
+            parts.append(labels[i])
         parts = random_crop(parts, crop_size, rng, CROP_SCALES[augment])
         if dimming and rng.random() < 0.5:
             crop = parts[0] if parts[0].ndim == 3 else parts[0][None]

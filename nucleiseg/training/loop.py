@@ -82,7 +82,7 @@ def draw_batch(train_set: list[Sample], weights: np.ndarray, cfg: TrainConfig, r
     ``idx``, or drawn with ``weights``; (inputs, classes, pixel weights or None, image indices)."""
     return sample_batch([s.image for s in train_set], [s.classes for s in train_set], weights, cfg.batch_size,
                         cfg.crop_size, rng, [s.pixel_weights for s in train_set] if cfg.weight_map else None,
-                        cfg.augment, idx=idx, labels=[s.labels for s in train_set],
+                        cfg.augment, idx=idx, labels=[s.labels for s in train_set] if cfg.nucleus_dimming else None,
                         nucleus_dimming=cfg.nucleus_dimming)
 
 

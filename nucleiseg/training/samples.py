@@ -90,12 +90,9 @@ def at_diameter(sample: Sample, diameter: float, border_width: int) -> Sample:
     :data:`nucleiseg.inference.predictor.SCALE_RANGE` as at inference: the network input by
     :func:`nucleiseg.transforms.resize`, the label image by nearest pixel, the classes made anew
     from it. A sample without nuclei is returned as it is."""
-    import cv2
-
     from ..inference.predictor import SCALE_RANGE
     from ..labels import median_diameter
-    from ..transforms import resize
-    from .augment import NEAREST
+    from ..transforms import resize, resize_labels
 
     own, n = median_diameter(sample.labels)
     if not n:
@@ -103,8 +100,7 @@ def at_diameter(sample: Sample, diameter: float, border_width: int) -> Sample:
     scale = float(np.clip(diameter / own, *SCALE_RANGE))
     h, w = sample.labels.shape
     shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-    labels = cv2.resize(sample.labels.astype(np.uint16 if sample.labels.max() < 65536 else np.float32),
-                        (shape[1], shape[0]), interpolation=NEAREST).astype(sample.labels.dtype)
+    labels = resize_labels(sample.labels, shape)
     return replace(sample, image=resize(sample.image, shape), labels=labels, classes=class_map(labels, border_width),
                    pixel_weights=None)
 
