@@ -1,5 +1,6 @@
-"""Training speed options (issue 23): the CPU's bf16 support read from /proc/cpuinfo, the
-precision rule, bf16 autocast against float32 on one step, batches drawn ahead in a thread, and a
+"""Speed options (issues 23, 24): the CPU's bf16 support read from /proc/cpuinfo, the
+precision rules of training and inference, bf16 autocast against float32 on one step and on
+one image's labels, batches drawn ahead in a thread, and a
 resumed run equal to an uninterrupted one."""
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def test_native_bf16_from_cpuinfo_flags(fake_cpu, flags, native):
     assert hardware.autocast_dtype("auto", "cuda") is torch.bfloat16  # always on a GPU
     assert hardware.autocast_dtype("fp32", "cuda") is None
     assert hardware.autocast_dtype("bf16", "cpu") is torch.bfloat16
+    # inference keeps float32 on CPUs unless bf16 is asked for (labels agree only to DSB 0.98)
+    assert hardware.inference_autocast_dtype("auto", "cpu") is None
+    assert hardware.inference_autocast_dtype("auto", "cuda") is torch.bfloat16
+    assert hardware.inference_autocast_dtype("bf16", "cpu") is torch.bfloat16
     line = hardware.describe(torch.device("cpu"), expected)
     assert line.startswith("cpu (Intel(R) Xeon(R) Platinum 8480+, ")
     assert line.endswith(f"bf16 autocast: {native}" if native else "float32; no native bf16 on this CPU")
@@ -70,6 +75,28 @@ def test_bad_precision_is_refused():
         hardware.autocast_dtype("fp16", "cpu")
     with pytest.raises(NucleisegError, match="precision must be one of"):
         TrainConfig(precision="fp16")
+
+
+def test_bf16_inference_labels_follow_fp32(sample_ids, sample_labels):
+    """bf16 autocast on the CPU (``--precision bf16``) finds nearly the nuclei float32 finds, and
+    scores as well against the truth, on the bundled sample with the most nuclei."""
+    from nucleiseg.data.images import read_image
+    from nucleiseg.data.sources import bundled_samples_dir
+    from nucleiseg.inference.predictor import PredictOptions, Predictor
+    from nucleiseg.metrics import image_metrics
+
+    image_id = max(sample_ids, key=lambda i: sample_labels[i].max())
+    image = read_image(bundled_samples_dir() / "images" / f"{image_id}.png")
+    fp32 = Predictor.from_file(device="cpu")
+    bf16 = Predictor.from_file(device="cpu", precision="bf16")
+    assert fp32.autocast is None and bf16.autocast is torch.bfloat16
+    options = PredictOptions(diameter=None)
+    a, b = fp32.predict(image, options), bf16.predict(image, options)
+    assert image_metrics(a, b).dsb_score > 0.9
+    truth = sample_labels[image_id]
+    assert image_metrics(truth, b).dsb_score == pytest.approx(image_metrics(truth, a).dsb_score, abs=0.02)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor.from_file(device="cpu", precision="half")
 
 
 def test_bf16_step_follows_the_fp32_step():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ._common import device_option, diameter_option, main, progress_bar
+from ._common import device_option, diameter_option, main, precision_option, progress_bar
 
 
 @main.command()
@@ -69,10 +69,11 @@ def score(true: Path, pred: Path, as_json: bool, per_image: bool, plot: Path | N
 @click.option("--tta", is_flag=True, help="Predict with the 8 flips / rotations averaged.")
 @diameter_option
 @device_option
+@precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report as Markdown.")
 def evaluate(model: Path | None, dsb2018: Path | None, monuseg: Path | None, baseline: bool, tta: bool,
-             diameter, device: str, as_json: bool, out: Path | None) -> None:
+             diameter, device: str, precision: str, as_json: bool, out: Path | None) -> None:
     """Score a model (and the classical baseline) on the benchmark sets, in one table.
 
     \b
@@ -87,13 +88,14 @@ def evaluate(model: Path | None, dsb2018: Path | None, monuseg: Path | None, bas
     """
     from ..evaluation import evaluate_method, evaluation_sets, format_evaluation
     from ..inference.classical import classical_labels
-    from ..inference import DEFAULT_DIAMETER
+    from ..inference import DEFAULT_DIAMETER, DEFAULT_PRECISION
     from ..inference.predictor import PredictOptions, Predictor
 
     sets = evaluation_sets(dsb2018, monuseg)
-    predictor = Predictor.from_file(model, device)
+    predictor = Predictor.from_file(model, device, precision=precision)
     name = (model.name if model else "bundled model") + (" + TTA" if tta else "") + \
-        (f" (diameter {diameter or 'none'})" if diameter != DEFAULT_DIAMETER else "")
+        (f" (diameter {diameter or 'none'})" if diameter != DEFAULT_DIAMETER else "") + \
+        (f" ({precision})" if precision != DEFAULT_PRECISION else "")
     methods = [(name, lambda image: predictor.predict(image, PredictOptions(tta=tta, diameter=diameter)))]
     if baseline:
         methods.append(("classical baseline", classical_labels))

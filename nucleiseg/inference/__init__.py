@@ -24,3 +24,7 @@ BACKENDS = ("torch", "onnx")
 #: Default nucleus diameter handling (:attr:`PredictOptions.diameter`): estimate each image's and
 #: rescale to the model's training diameter. Here for the same reason as :data:`BACKENDS`.
 DEFAULT_DIAMETER = "auto"
+
+#: Default precision of the network at inference (:class:`Predictor` ``precision``): bf16 autocast
+#: on CUDA, float32 on CPUs (:func:`nucleiseg.hardware.inference_autocast_dtype`).
+DEFAULT_PRECISION = "auto"

@@ -56,6 +56,7 @@ class OnnxPredictor(Predictor):
         self.model = None
         self.network = None
         self.channels_last = False
+        self.autocast = None  # onnxruntime runs the exported float32 graph
         self.config = config
         self.device = torch.device("cuda" if cuda else "cpu")
         self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size

@@ -20,7 +20,9 @@ it, and its probabilities reused, so "auto" costs one network pass more than non
 also be given in pixels, or None for no rescaling. Why "auto" is the default:
 benchmarks/README.md, "Scale handled by default (issue 23)".
 
-Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA, with
+Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA
+(``precision="auto"``, the default; ``"bf16"`` also on a CPU, where its labels agree with
+float32's to DSB 0.98, see :func:`nucleiseg.hardware.inference_autocast_dtype`), with
 channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
 CUDA cuDNN), and optionally compiled with ``torch.compile`` (``compile=True``: the first call per
 input shape pays the compilation, so it only pays off for many images of one size).
@@ -35,6 +37,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from ..hardware import Precision, inference_autocast_dtype
 from ..io import LABEL_FORMATS
 from ..labels import median_diameter
 from ..errors import ModelFileError
@@ -42,7 +45,7 @@ from ..model.config import ModelConfig
 from ..model.file import read_model_file
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
-from . import BACKENDS, DEFAULT_DIAMETER
+from . import BACKENDS, DEFAULT_DIAMETER, DEFAULT_PRECISION
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
 
@@ -150,17 +153,22 @@ class Predictor:
         and more than twice ``overlap``.
     batch_size : tiles per network call.
     channels_last, compile : speed options (see the module docstring).
+    precision : "auto", "fp32" or "bf16": the network's autocast
+        (:func:`nucleiseg.hardware.inference_autocast_dtype`; "auto" is bf16 on CUDA, float32 on
+        CPUs).
 
     Raises
     ------
     ValueError
-        on a bad tile size.
+        on a bad tile size or precision.
     """
 
     def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
                  tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
-                 batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False):
+                 batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False,
+                 precision: Precision = DEFAULT_PRECISION):
         check_tiles(tile_size, overlap)
+        self.autocast = inference_autocast_dtype(precision, device.type)
         self.model = model.to(device).eval()
         self.channels_last = channels_last
         if channels_last:
@@ -201,7 +209,7 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             logits = self.network(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
