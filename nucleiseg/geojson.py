@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from .errors import AnnotationError
-from .io import GEOJSON_SUFFIX, atomic_write
+from .io import GEOJSON_SUFFIX, atomic_path, atomic_write
 
 #: QuPath object type and class of the nuclei nucleiseg writes.
 OBJECT_TYPE, CLASS_NAME = "detection", "Nucleus"
@@ -91,7 +93,8 @@ def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
 
-def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | None = None) -> list[dict]:
+def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | None = None,
+                   offset: tuple[int, int] = (0, 0), label_offset: int = 0) -> list[dict]:
     """GeoJSON Features of the nuclei of a label image (see the module docstring).
 
     Parameters
@@ -99,6 +102,9 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     labels : (H, W) non-negative integer label image.
     measurements : optional table from :func:`nucleiseg.measure.measure_nuclei` (its ``label``
         column matches the labels); each nucleus's row goes into ``properties.measurements``.
+    offset : (row, col) of ``labels[0, 0]`` in the image the coordinates refer to (a block of a
+        slide), pixels.
+    label_offset : added to each label for the Feature's name and ``measurements.label``.
 
     Returns
     -------
@@ -127,11 +133,12 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     for label, box in enumerate(ndimage.find_objects(integer), start=1):
         if box is None:
             continue
-        geometry = nucleus_geometry(labels[box] == label, (box[0].start, box[1].start))
+        geometry = nucleus_geometry(labels[box] == label, (box[0].start + offset[0], box[1].start + offset[1]))
         if geometry is None or not geometry.is_valid:
             continue  # a nucleus marching squares cannot outline validly is left out, never broken
-        properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(label),
-                      "measurements": {"label": label} | rows.get(label, {})}
+        name = label + label_offset
+        properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(name),
+                      "measurements": {"label": name} | rows.get(label, {})}
         features.append({"type": "Feature", "geometry": mapping(geometry), "properties": properties})
     return features
 
@@ -148,6 +155,30 @@ def write_geojson(path: str | os.PathLike, labels: np.ndarray,
     collection = {"type": "FeatureCollection", "features": label_features(labels, measurements)}
     text = json.dumps(collection, separators=(",", ":"), default=_plain)
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+@contextmanager
+def feature_writer(path: str | os.PathLike) -> Iterator[Callable[[list[dict]], None]]:
+    """Write a GeoJSON FeatureCollection feature by feature (a slide's nuclei, block by block),
+    atomically: yields ``add(features)``; the file appears complete at ``path`` when the block
+    exits without error. A path ending in ``.gz`` is gzip-compressed (QuPath 0.4+ opens
+    ``.geojson.gz``). The same text as :func:`write_geojson` for the same features."""
+    import gzip
+
+    with atomic_path(path) as tmp:
+        opener = gzip.open if str(path).endswith(".gz") else open
+        with opener(tmp, "wt", encoding="utf-8") as f:
+            f.write('{"type":"FeatureCollection","features":[')
+            count = 0
+
+            def add(features: list[dict]) -> None:
+                nonlocal count
+                for feature in features:
+                    f.write(("," if count else "") + json.dumps(feature, separators=(",", ":"), default=_plain))
+                    count += 1
+
+            yield add
+            f.write("]}")
 
 
 def _plain(value):

@@ -159,6 +159,39 @@ def write_label_image(path: str | os.PathLike, labels: np.ndarray, pixel_size: f
     atomic_write(path, lambda tmp: write_label_tiff(tmp, labels.astype(dtype, copy=False), pixel_size))
 
 
+def write_label_memmap(path: str | os.PathLike, shape: tuple[int, int], fill: Callable[[np.ndarray], None],
+                       pixel_size: float | None = None) -> np.ndarray:
+    """Write a uint32 label image too large for memory: ``fill(labels)`` writes into a
+    memory-mapped (H, W) TIFF of zeros (``tifffile.memmap``), which is renamed into place when
+    ``fill`` returns. With a pixel size, or a side over :data:`PYRAMID_MIN_SIDE` (a pyramid), the
+    map is then copied into an OME-TIFF (:func:`write_label_tiff`) and removed.
+
+    Returns the written file, memory-mapped read-only, (H, W) uint32. Nothing is left at
+    ``path`` (nor beside it) if ``fill`` raises.
+    """
+    import tifffile
+
+    path = Path(path)
+    rewrite = pixel_size is not None or pyramid_levels(shape) > 0
+
+    def fill_map(file: Path) -> np.memmap:
+        mapped = tifffile.memmap(file, shape=tuple(shape), dtype=np.uint32, photometric="minisblack",
+                                 software=LABEL_SOFTWARE)
+        fill(mapped)
+        mapped.flush()
+        return mapped
+
+    with atomic_path(path) as tmp:
+        if not rewrite:
+            fill_map(tmp)  # the memory map is the label image (closed when dropped)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+                mapped = fill_map(Path(folder) / "blocks.tif")
+                write_label_tiff(tmp, mapped, pixel_size)
+                del mapped
+    return tifffile.memmap(path, mode="r")
+
+
 def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
     """Write a label image as a 16-bit grayscale PNG, atomically.
 
@@ -199,6 +232,13 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic_write(path, _write)
 
 
+def _csv_value(v):
+    """A CSV cell: floats with 6 significant digits, NaN empty, NumPy scalars as Python ones."""
+    if isinstance(v, (float, np.floating)):
+        return "" if np.isnan(v) else f"{float(v):.6g}"
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def write_table(path: str | os.PathLike, table: dict[str, np.ndarray] | Sequence[dict],
                 columns: Sequence[str] | None = None) -> None:
     """Write a table as CSV, atomically: a dict of equal-length columns, or a list of row dicts.
@@ -213,16 +253,30 @@ def write_table(path: str | os.PathLike, table: dict[str, np.ndarray] | Sequence
         rows = list(table)
         names = list(columns or (rows[0] if rows else []))
 
-    def fmt(v):
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{float(v):.6g}"
-        return v.item() if isinstance(v, np.generic) else v
-
     def _write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(names)
             for row in rows:
-                writer.writerow([fmt(row[k]) for k in names])
+                writer.writerow([_csv_value(row[k]) for k in names])
 
     atomic_write(path, _write)
+
+
+@contextmanager
+def table_writer(path: str | os.PathLike, columns: Sequence[str]) -> Iterator[Callable[[dict[str, np.ndarray]], None]]:
+    """Write a CSV table piece by piece (a slide's nuclei, block by block), atomically: yields
+    ``add(table)``, which appends the rows of a dict of equal-length columns (at least
+    ``columns``); the file appears complete at ``path`` when the block exits without error.
+    Values as :func:`write_table` writes them."""
+    columns = list(columns)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+
+            def add(table: dict[str, np.ndarray]) -> None:
+                for values in zip(*(table[k] for k in columns)):
+                    writer.writerow([_csv_value(v) for v in values])
+
+            yield add

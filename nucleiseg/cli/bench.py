@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ._common import device_option, fail, main, progress_bar
+from ._common import device_option, fail, main, precision_option, progress_bar
 
 _JSON = click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path),
                      help="Also write the results as JSON.")
@@ -152,6 +152,43 @@ def bench_train_cmd(data: tuple[Path, ...], features: str, input_channels: str, 
                                              cfg.p_high, channels=cfg.input_channels, progress=progress_bar())
     result = bench_train(train_set + val_set, cfg, steps)
     click.echo(format_train(result))
+    if as_json:
+        as_json.write_text(to_json(result))
+
+
+@bench.command("slide")
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--side", default=16384, show_default=True, type=click.IntRange(2048),
+              help="Slide side, pixels (32768 makes about 1.07 gigapixels).")
+@click.option("--tissue", default=0.6, show_default=True, type=click.FloatRange(0.05, 0.78),
+              help="Fraction of the slide covered by tissue (an ellipse; glass around it).")
+@click.option("--pixel-size", default=0.25, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Micrometres per pixel written into the slide (40x: about 0.25).")
+@click.option("--whole-image/--no-whole-image", default=True, show_default=True,
+              help="Also run the whole-image path (level 0 read into memory, as before issue 24).")
+@precision_option
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
+              help="Build the slide and outputs in this folder and keep them [default: a temporary folder].")
+@_JSON
+def bench_slide_cmd(source: Path | None, side: int, tissue: float, pixel_size: float, whole_image: bool,
+                    precision: str, keep: Path | None, as_json: Path | None) -> None:
+    """Whole-slide prediction: megapixels per second and peak memory, lazy slide path vs whole image.
+
+    \b
+    SOURCE: a folder of H&E images of at least 1000 x 1000 px, e.g. MoNuSeg 2018 train/images
+    [default: the two bundled H&E samples]. The slide is a pyramidal JPEG-tiled TIFF with an Aperio
+    description (MPP), predicted with 'nucleiseg predict SLIDE --geojson' in a fresh process.
+    Example:
+      nucleiseg bench slide monuseg2018/train/images --side 32768 --no-whole-image
+    """
+    from ..bench.common import to_json
+    from ..bench.slide import bench_slide, format_slide
+
+    try:
+        result = bench_slide(source, side, tissue, pixel_size, whole_image, precision, keep)
+    except ValueError as exc:
+        fail(str(exc))
+    click.echo(format_slide(result))
     if as_json:
         as_json.write_text(to_json(result))
 

@@ -15,7 +15,7 @@ from ..inference.blockwise import DEFAULT_BLOCK_SIZE
 from ..inference.tiling import DEFAULT_TILE_SIZE
 from ..io import LABEL_FORMATS
 from ..postprocess import WatershedParams
-from ._common import device_option, diameter_option, field_docs, fail, main, progress_bar
+from ._common import device_option, diameter_option, field_docs, fail, main, precision_option, progress_bar
 
 _WATERSHED_HELP = field_docs(WatershedParams)
 
@@ -56,11 +56,12 @@ _WATERSHED_HELP = field_docs(WatershedParams)
 @click.option("--scheduler", help="Spread the images over the workers of this Dask scheduler (e.g. tcp://host:8786); "
               "OUT and the inputs must be on storage they share.")
 @diameter_option
+@precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, backend, no_overlay, tta,
             skip_existing, measure, pixel_size, geojson, channel, label_format, tile_size, compile_model, block_size, workers,
-            scheduler, diameter, as_json) -> None:
+            scheduler, diameter, precision, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -82,7 +83,8 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
     samples = not inputs
     inputs = [bundled_samples_dir() / "images"] if samples else list(inputs)
     try:
-        predictor = load_model(model, device, backend, tile_size=tile_size, compile=compile_model)
+        predictor = load_model(model, device, backend, tile_size=tile_size, compile=compile_model,
+                               **({"precision": precision} if backend == "torch" else {}))
         overrides = {"marker_threshold": marker_threshold, "mask_threshold": mask_threshold, "min_area": min_area,
                      "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
@@ -126,6 +128,9 @@ def _report(results: list, out: Path, device: str, seconds: float, samples: bool
         click.echo(f"{r.image_id}: {r.n_nuclei} nuclei ({r.seconds * 1000:.0f} ms)")
     for r in failed:
         click.echo(f"{r.image_id}: FAILED {r.error}")
+    for r in done:
+        if r.error:
+            click.echo(f"{r.image_id}: WARNING {r.error}")
     click.echo(f"{len(done)} images labeled ({sum(r.n_nuclei for r in done)} nuclei) in {seconds:.1f} s "
                f"on {device}, {len(skipped)} skipped (already done), {len(failed)} failed; results in {out}/")
     if samples:

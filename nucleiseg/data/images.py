@@ -16,7 +16,9 @@ import tifffile
 
 from ..errors import ImageReadError
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: TIFF and the TIFF-based slide formats (Aperio SVS, Hamamatsu NDPI), read with tifffile.
+TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
 
 
 def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarray:
@@ -24,7 +26,7 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarra
 
     Parameters
     ----------
-    path : path to a PNG, TIFF, JPEG or BMP file.
+    path : path to a PNG, TIFF (also SVS, NDPI: their full-resolution page), JPEG or BMP file.
     channel : None for the whole image (the first page of a multi-page TIFF); an index to pick
         one page of a multi-page TIFF, or else one channel of a multi-channel image.
 
@@ -44,7 +46,7 @@ def read_image(path: str | os.PathLike, channel: int | None = None) -> np.ndarra
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if path.suffix.lower() in TIFF_SUFFIXES:
         try:
             with tifffile.TiffFile(path) as tif:
                 n_pages = len(tif.pages)

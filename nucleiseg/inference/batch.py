@@ -7,7 +7,6 @@ a killed run leaves only complete files and ``--skip-existing`` resumes it.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ import numpy as np
 
 from ..data.images import read_image, read_label_image
 from ..data.rle import write_submission
+from ..data.slides import is_slide
 from ..data.sources import iter_image_paths
-from ..errors import NucleisegError
-from ..io import LABEL_SOFTWARE, atomic_path, output_paths, pyramid_levels, write_label_tiff, write_labels, write_png, write_table
+from ..errors import ImageReadError, NucleisegError
+from ..io import output_paths, write_label_memmap, write_labels, write_png, write_table
 from ..measure import measure_nuclei, summary_row
 from ..overlay import colour_overlay
 from ..progress import Progress, no_progress
@@ -32,7 +32,8 @@ MAX_OVERLAY_SIDE = 4096
 
 @dataclass
 class PredictResult:
-    """Outcome of one image: ``status`` 'done', 'skipped' (already in OUT) or 'failed' (see ``error``).
+    """Outcome of one image: ``status`` 'done', 'skipped' (already in OUT) or 'failed' (see ``error``;
+    a 'done' slide with unreadable tiles names them there, their blocks left without nuclei).
 
     ``summary``: its row of ``summary.csv`` when measurements were asked for; ``diameter`` and
     ``scale``: the nucleus diameter (pixels) and resize factor it was predicted with
@@ -70,6 +71,8 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
             row = (summary_row(image_id, {"area_px": np.bincount(labels.ravel())[1:]}, None)
                    if options.measure else None)
             return PredictResult(image_id, "skipped", summary=row), labels
+        if is_slide(path):
+            return _predict_slide(predictor, image_id, path, out, options, t0), None
         image = read_image(path, options.channel)
         if is_huge(image.shape, options.block_size) and options.label_format == "tif":
             diameter, scale = predictor.scale_for(image, options)
@@ -94,6 +97,28 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
                              scale=scale), labels
     except NucleisegError as exc:
         return PredictResult(image_id, "failed", error=str(exc)), None
+
+
+def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
+                   t0: float) -> PredictResult:
+    """A whole-slide image (:func:`~nucleiseg.data.slides.is_slide`), read lazily and written as it
+    goes (:mod:`~nucleiseg.inference.slide`)."""
+    from .slide import predict_slide_file
+
+    if options.label_format != "tif":
+        raise ImageReadError(f"{path}: a slide's labels are written as TIFF (uint32, pyramidal); "
+                             f"--format {options.label_format} is for ordinary images")
+    if options.channel is not None:
+        raise ImageReadError(f"{path}: --channel does not apply to a slide (its RGB or gray level 0 is predicted)")
+    result = predict_slide_file(predictor, path, output_paths(out, image_id, options.label_format), options)
+    seconds = time.perf_counter() - t0
+    row = None
+    if options.measure:
+        row = summary_row(image_id, result.table, seconds) | {"diameter_px": result.diameter, "scale": result.scale}
+    error = ""
+    if result.unreadable:
+        error = f"{len(result.unreadable)} blocks skipped, unreadable: " + "; ".join(result.unreadable)
+    return PredictResult(image_id, "done", result.n_nuclei, seconds, error, row, result.diameter, result.scale)
 
 
 def unique_inputs(inputs: list[Path]) -> tuple[list[tuple[str, Path]], list[PredictResult]]:
@@ -161,29 +186,12 @@ def finish_summary(out: Path, results: list[PredictResult], options: PredictOpti
 
 def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, options: PredictOptions,
                           scale: float) -> np.ndarray:
-    """Block-wise labels written straight into a memory-mapped uint32 TIFF (renamed into place
-    when complete); returns the file, memory-mapped read-only. With a pixel size, or a side over
-    :data:`~nucleiseg.io.PYRAMID_MIN_SIDE` (a pyramid), the memory map is then copied into an
-    OME-TIFF (:func:`~nucleiseg.io.write_label_tiff`) and removed."""
-    import tifffile
-
+    """Block-wise labels written straight into a memory-mapped uint32 TIFF
+    (:func:`~nucleiseg.io.write_label_memmap`); returns the file, memory-mapped read-only."""
     watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
-    rewrite = options.pixel_size is not None or pyramid_levels(image.shape[:2]) > 0
 
-    def predict_into(file: Path) -> np.memmap:
-        mapped = tifffile.memmap(file, shape=image.shape[:2], dtype=np.uint32, photometric="minisblack",
-                                 software=LABEL_SOFTWARE)
+    def fill(mapped: np.ndarray) -> None:
         predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, watershed, options.tta, out=mapped,
                           scale=scale)
-        mapped.flush()
-        return mapped
 
-    with atomic_path(path) as tmp:
-        if not rewrite:
-            predict_into(tmp)  # the memory map is the label image (closed when dropped)
-        else:
-            with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
-                mapped = predict_into(Path(folder) / "blocks.tif")
-                write_label_tiff(tmp, mapped, options.pixel_size)
-                del mapped
-    return tifffile.memmap(path, mode="r")
+    return write_label_memmap(path, image.shape[:2], fill, options.pixel_size)

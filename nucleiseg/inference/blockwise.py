@@ -22,15 +22,20 @@ float32, about 63 MB for the default 2048 px blocks).
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ImageReadError
+from ..io import atomic_write
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..progress import Progress, no_progress
-from ..transforms import apply_input, input_params
+from ..transforms import InputParams, apply_input, input_params
 
 DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_HALO = 128
@@ -93,13 +98,106 @@ def owned_objects(labels: np.ndarray, origin: tuple[int, int], core: tuple[int, 
     return out
 
 
+class BlockCache:
+    """Finished blocks kept on disk, so a killed block-wise prediction resumes where it stopped.
+
+    Each block's nuclei (:class:`BlockObjects`) go to ``folder/block_<i>_<j>.npz`` (masks as
+    packed bits), written atomically when the block is done; ``key`` (anything that changes the
+    result: model, options, scale, normalisation) is kept in ``folder/key.txt``, and blocks
+    cached under another key (or all, with ``fresh``) are discarded. Painting the cached blocks
+    in block raster order gives exactly the labels of an uninterrupted run.
+    """
+
+    def __init__(self, folder: str | os.PathLike, key: str, fresh: bool = False) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / "key.txt"
+        if fresh or not marker.is_file() or marker.read_text() != key:
+            for old in self.folder.glob("block_*.npz"):
+                old.unlink()
+            atomic_write(marker, lambda tmp: tmp.write_text(key))
+        self.hits = 0
+
+    def remove(self) -> None:
+        """Delete the folder and every block in it."""
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _path(self, i: int, j: int) -> Path:
+        return self.folder / f"block_{i}_{j}.npz"
+
+    def get(self, i: int, j: int) -> BlockObjects | None:
+        """Block (i, j)'s nuclei if cached (a damaged file counts as absent)."""
+        path = self._path(i, j)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as f:
+                origins, shapes, bits, truncated = f["origins"], f["shapes"], f["bits"], int(f["truncated"])
+        except Exception:
+            return None
+        sizes = shapes.prod(axis=1)
+        flat = np.unpackbits(bits, count=int(sizes.sum())).astype(bool)
+        ends = np.cumsum(sizes)
+        masks = [flat[e - n : e].reshape(shape) for e, n, shape in zip(ends, sizes, shapes.tolist())]
+        self.hits += 1
+        return BlockObjects([tuple(o) for o in origins.tolist()], masks, truncated)
+
+    def put(self, i: int, j: int, objects: BlockObjects) -> None:
+        """Keep block (i, j)'s nuclei (atomically: a killed write leaves no file)."""
+        shapes = np.array([m.shape for m in objects.masks], np.int64).reshape(-1, 2)
+        flat = np.concatenate([m.ravel() for m in objects.masks]) if objects.masks else np.zeros(0, bool)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, origins=np.array(objects.origins, np.int64).reshape(-1, 2), shapes=shapes,
+                         bits=np.packbits(flat), truncated=np.int64(objects.truncated))
+
+        atomic_write(self._path(i, j), write)
+
+
 class BlockwiseStats(NamedTuple):
-    """What a block-wise prediction did: blocks run, nuclei kept, and nuclei larger than the halo
-    that touched its outer edge (segmented from what their block could see)."""
+    """What a block-wise prediction did: blocks run, nuclei kept, nuclei larger than the halo
+    that touched its outer edge (segmented from what their block could see), and blocks skipped
+    for holding no tissue."""
 
     blocks: int
     nuclei: int
     truncated: int
+    skipped: int = 0  # blocks without tissue, or unreadable (see ``on_read_error``)
+    read_s: float = 0.0  # seconds reading and normalising the blocks
+    network_s: float = 0.0  # seconds in the network (with resizing for ``scale``)
+    watershed_s: float = 0.0  # seconds in the watershed and the ownership rule
+    output_s: float = 0.0  # seconds painting the labels and in ``on_block``
+
+
+class BlockDone(NamedTuple):
+    """One block painted into the label image: ``box`` its extended (r0, r1, c0, c1), global and
+    half-open; ``image`` the pixels read for it ((r1 - r0, c1 - c0[, C]), as stored); its nuclei
+    are the labels ``first``..``last`` (none when ``last < first``), all inside ``box``."""
+
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+    first: int
+    last: int
+
+
+class TissueMap(NamedTuple):
+    """Where an image holds tissue: ``mask`` (h, w) bool at ``downsample`` image pixels per mask
+    pixel (e.g. :func:`nucleiseg.data.slides.tissue_mask` of a low pyramid level)."""
+
+    mask: np.ndarray
+    downsample: float
+
+    def any_in(self, box: tuple[int, int, int, int]) -> bool:
+        """Whether the image box (r0, r1, c0, c1), half-open, touches tissue."""
+        d = self.downsample
+        r0, r1, c0, c1 = box
+        h, w = self.mask.shape
+        i0, i1 = min(int(r0 // d), h - 1), min(max(int(np.ceil(r1 / d)), int(r0 // d) + 1), h)
+        j0, j1 = min(int(c0 // d), w - 1), min(max(int(np.ceil(c1 / d)), int(c0 // d) + 1), w)
+        return bool(self.mask[i0:i1, j0:j1].any())
 
 
 def extended_block(edges: tuple[list[int], list[int]], i: int, j: int, halo: int,
@@ -114,21 +212,34 @@ def extended_block(edges: tuple[list[int], list[int]], i: int, j: int, halo: int
 
 def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE, halo: int = DEFAULT_HALO,
                       watershed: WatershedParams | None = None, tta: bool = False, out: np.ndarray | None = None,
-                      progress: Progress = no_progress, scale: float = 1.0) -> tuple[np.ndarray, BlockwiseStats]:
+                      progress: Progress = no_progress, scale: float = 1.0, params: InputParams | None = None,
+                      tissue: TissueMap | None = None, on_block: Callable[[BlockDone], None] | None = None,
+                      on_read_error: Callable[[tuple[int, int, int, int], Exception], None] | None = None,
+                      cache: BlockCache | None = None) -> tuple[np.ndarray, BlockwiseStats]:
     """Label image of a huge ``image``, predicted block by block (see the module docstring).
 
     Parameters
     ----------
     predictor : :class:`nucleiseg.inference.predictor.Predictor` (its normalisation, tile size
         and, when ``watershed`` is None, its watershed values are used).
-    image : (H, W) or (H, W, C) array, any size; a NumPy array or a memory-mapped one.
+    image : (H, W) or (H, W, C) array, any size: a NumPy array, a memory-mapped one, or anything
+        that returns one for ``image[r0:r1, c0:c1]`` (a lazily read slide level,
+        :class:`nucleiseg.data.slides.Slide`); only one extended block of it is read at a time.
     block_size, halo : pixels; blocks are at most ``block_size`` (rounded to the U-Net's pooling
         grid, 2**depth) and at least ``halo`` wide; the halo is rounded up to that grid.
     watershed : post-processing values; None uses the predictor's.
     tta : average the 8 dihedral transforms.
-    out : optional (H, W) uint32 array to write into (e.g. ``tifffile.memmap``), zeroed first.
+    out : optional (H, W) uint32 array of zeros to write into (e.g. a new ``tifffile.memmap``;
+        not zeroed here, so that a gigapixel map is not written twice).
     scale : each block is predicted resized by this factor (:meth:`Predictor.probabilities`).
     progress : wraps the loop over blocks (see :mod:`nucleiseg.progress`).
+    params : the input normalisation; None measures it on a subsample of ``image`` (an array).
+    tissue : blocks whose extended box holds no tissue are skipped (no nuclei there).
+    on_block : called after each block is painted, in raster order (:class:`BlockDone`).
+    on_read_error : when given, a block whose pixels cannot be read (``ImageReadError``, e.g. a
+        corrupt tile of a slide) is reported to it with its extended box and skipped (no nuclei
+        there); without it the error propagates.
+    cache : finished blocks are kept there, and read back instead of predicted (:class:`BlockCache`).
 
     Returns
     -------
@@ -148,24 +259,80 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     h, w = image.shape[:2]
     edges = block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)
     norm = predictor.config.normalization
-    params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
+    if params is None:
+        params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
-    labels[...] = 0
-    blocks = nuclei = truncated = 0
+    blocks = nuclei = truncated = skipped = 0
+    seconds = np.zeros(4)  # read, network, watershed, output
     grid = [(i, j) for i in range(len(edges[0]) - 1) for j in range(len(edges[1]) - 1)]
     for i, j in progress(grid, len(grid), "blocks"):
-        core, (r0, r1, c0, c1) = extended_block(edges, i, j, halo, (h, w))
-        probs = predictor.probabilities(apply_input(image[r0:r1, c0:c1], params, norm.channels), tta, scale)
-        objects = owned_objects(probabilities_to_labels(probs, watershed), (r0, c0), core, (h, w))
-        for (r, c), mask in zip(objects.origins, objects.masks):
-            view = labels[r : r + mask.shape[0], c : c + mask.shape[1]]
-            free = mask & (view == 0)  # a neighbour's nucleus keeps the pixels it already has
-            if free.any():
-                nuclei += 1
-                view[free] = nuclei
+        core, box = extended_block(edges, i, j, halo, (h, w))
+        if tissue is not None and not tissue.any_in(box):
+            skipped += 1
+            continue
+        try:
+            block, objects, times = _block_result(predictor, image, (i, j), core, box, params, watershed, tta, scale,
+                                                  cache, on_block is not None)
+        except ImageReadError as exc:
+            if on_read_error is None:
+                raise
+            on_read_error(box, exc)
+            skipped += 1
+            continue
+        t0 = time.perf_counter()
+        first = nuclei + 1
+        nuclei = _paint(labels, objects, nuclei)
         blocks += 1
         truncated += objects.truncated
-    return labels, BlockwiseStats(blocks, nuclei, truncated)
+        if on_block is not None:
+            on_block(BlockDone(box, block, first, nuclei))
+        seconds += times + (0.0, 0.0, 0.0, time.perf_counter() - t0)
+    return labels, BlockwiseStats(blocks, nuclei, truncated, skipped, *seconds.tolist())
+
+
+def _block_result(predictor, image, ij: tuple[int, int], core: tuple[int, int, int, int],
+                  box: tuple[int, int, int, int], params: InputParams, watershed: WatershedParams, tta: bool,
+                  scale: float, cache: BlockCache | None, pixels: bool) -> tuple[np.ndarray | None, BlockObjects, np.ndarray]:
+    """:func:`_segment_block`, or block ``ij``'s nuclei from ``cache`` (its pixels read again only
+    when ``pixels`` asks for them, zero seconds counted); a newly segmented block is cached."""
+    cached = cache.get(*ij) if cache is not None else None
+    if cached is not None:
+        r0, r1, c0, c1 = box
+        return (image[r0:r1, c0:c1] if pixels else None), cached, np.zeros(4)
+    block, objects, times = _segment_block(predictor, image, core, box, params, watershed, tta, scale)
+    if cache is not None:
+        cache.put(*ij, objects)
+    return block, objects, times
+
+
+def _segment_block(predictor, image, core: tuple[int, int, int, int], box: tuple[int, int, int, int],
+                   params: InputParams, watershed: WatershedParams, tta: bool,
+                   scale: float) -> tuple[np.ndarray, BlockObjects, np.ndarray]:
+    """Read, normalise, predict and watershed the extended block ``box`` of ``image``: (its
+    pixels, the nuclei of its ``core``, seconds spent reading + normalising, in the network, in
+    the watershed + ownership). Raises what reading the pixels raises."""
+    r0, r1, c0, c1 = box
+    t0 = time.perf_counter()
+    block = image[r0:r1, c0:c1]
+    x = apply_input(block, params, predictor.config.normalization.channels)
+    t1 = time.perf_counter()
+    probs = predictor.probabilities(x, tta, scale)
+    t2 = time.perf_counter()
+    objects = owned_objects(probabilities_to_labels(probs, watershed), (r0, c0), core, image.shape[:2])
+    return block, objects, np.array([t1 - t0, t2 - t1, time.perf_counter() - t2, 0.0])
+
+
+def _paint(labels: np.ndarray, objects: BlockObjects, last: int) -> int:
+    """Paint a block's nuclei into ``labels`` numbered from ``last + 1`` on; returns the last
+    label used. A neighbour's nucleus keeps the pixels it already has; a nucleus left with none
+    is not counted."""
+    for (r, c), mask in zip(objects.origins, objects.masks):
+        view = labels[r : r + mask.shape[0], c : c + mask.shape[1]]
+        free = mask & (view == 0)
+        if free.any():
+            last += 1
+            view[free] = last
+    return last
 
 
 def nuclei_cut_at_borders(reference: np.ndarray, labels: np.ndarray, rows: list[int], cols: list[int],

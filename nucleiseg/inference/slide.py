@@ -1,0 +1,239 @@
+"""Prediction of a whole-slide image, read lazily and written as it goes.
+
+A slide (:mod:`nucleiseg.data.slides`: pyramidal TIFF, SVS, NDPI, OME-TIFF) is never read whole.
+From its largest level of at most 4 megapixels (the thumbnail) come the input normalisation (the
+percentiles :func:`~nucleiseg.transforms.input_params` would take on a subsample) and the tissue
+mask (:func:`~nucleiseg.data.slides.tissue_mask`); blocks whose extended box holds no tissue are
+skipped. ``--diameter auto`` estimates the nuclei's size on one tile at the tissue's middle.
+Level 0 is then predicted block by block (:func:`~nucleiseg.inference.blockwise.predict_blockwise`:
+each block read with its halo, the nuclei whose centroid lies in its core kept whole), and each
+block's nuclei go out as soon as the block is done: painted into a memory-mapped label TIFF
+(:func:`~nucleiseg.io.write_label_memmap`), appended to the GeoJSON (QuPath objects, level-0
+pixel coordinates) and to the per-nucleus CSV table, with their measurements taken on the
+block's own pixels. Memory: the thumbnail, one extended block with its probabilities, and the
+label map's pages the system keeps cached; never the slide.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.slides import Slide, tissue_mask
+from ..errors import ImageReadError
+from ..io import OutputPaths, table_writer, write_label_memmap, write_png
+from ..measure import COLUMNS, measure_nuclei
+from ..progress import Progress, no_progress
+from ..transforms import input_params
+from .blockwise import DEFAULT_HALO, BlockCache, BlockDone, BlockwiseStats, TissueMap, predict_blockwise
+from .predictor import PredictOptions, Predictor, scaled_watershed
+
+#: The thumbnail (normalisation, tissue mask, overlay) is the largest level of at most this many pixels.
+THUMBNAIL_PIXELS = 4_000_000
+
+
+@dataclass
+class SlideResult:
+    """What :func:`predict_slide` did: nuclei found, block counts (:class:`BlockwiseStats`), the
+    diameter (pixels, or None) and scale predicted at, the pixel size used (µm, or None), the
+    level-0 megapixels and the fraction of them in blocks holding tissue, and seconds."""
+
+    n_nuclei: int
+    stats: BlockwiseStats
+    diameter: float | None
+    scale: float
+    pixel_size: float | None
+    megapixels: float
+    tissue_fraction: float
+    seconds: float
+    table: dict[str, np.ndarray] | None  # area_px of every nucleus (for summary.csv), with measure
+    unreadable: list[str]  # one line per block skipped for a tile that could not be read
+
+
+def shift_table(table: dict[str, np.ndarray], label_offset: int, offset: tuple[int, int]) -> dict[str, np.ndarray]:
+    """A :func:`~nucleiseg.measure.measure_nuclei` table of a block, moved into the slide: labels
+    plus ``label_offset``, centroids and bounding boxes plus ``offset`` (row, col) pixels."""
+    out = dict(table)
+    out["label"] = table["label"] + label_offset
+    for name in ("centroid_row", "bbox_min_row", "bbox_max_row"):
+        out[name] = table[name] + offset[0]
+    for name in ("centroid_col", "bbox_min_col", "bbox_max_col"):
+        out[name] = table[name] + offset[1]
+    return out
+
+
+def tissue_tile(level: object, tissue: TissueMap, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` region of ``level`` (level 0 of a slide) centred on the tissue pixel
+    nearest the tissue's median row and column (the slide's centre if it holds no tissue)."""
+    h, w = level.shape[:2]
+    rows, cols = np.nonzero(tissue.mask)
+    if rows.size:
+        k = int(np.argmin((rows - np.median(rows)) ** 2 + (cols - np.median(cols)) ** 2))
+        cy, cx = (rows[k] + 0.5) * tissue.downsample, (cols[k] + 0.5) * tissue.downsample
+    else:
+        cy, cx = h / 2, w / 2
+    r0 = int(np.clip(cy - size / 2, 0, max(h - size, 0)))
+    c0 = int(np.clip(cx - size / 2, 0, max(w - size, 0)))
+    return level[r0 : r0 + size, c0 : c0 + size]
+
+
+def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, watershed, params) -> str:
+    """What a cached block's nuclei depend on: the network's weights and configuration, the
+    precision, the block size, TTA, scale, watershed values and normalisation."""
+    import hashlib
+
+    digest = hashlib.sha1(repr(predictor.config.to_dict()).encode())
+    if getattr(predictor, "model", None) is not None:
+        for name, tensor in predictor.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    digest.update(repr((predictor.backend, getattr(predictor, "autocast", None), options.block_size, options.tta,
+                        scale, watershed, params)).encode())
+    return digest.hexdigest()
+
+
+class _BlockWriter:
+    """Streams each finished block's nuclei (:class:`BlockDone`) to the GeoJSON (``add_features``)
+    and the table (``add_rows``), measured on the block's own pixels, in slide coordinates."""
+
+    def __init__(self, pixel_size: float | None) -> None:
+        self.pixel_size = pixel_size
+        self.labels: np.ndarray | None = None  # the slide's label map being painted
+        self.add_features = None
+        self.add_rows = None
+        self.areas: list[np.ndarray] = []
+
+    def __call__(self, done: BlockDone) -> None:
+        if done.last < done.first or (self.add_features is None and self.add_rows is None):
+            return
+        r0, r1, c0, c1 = done.box
+        view = self.labels[r0:r1, c0:c1]
+        mine = (view >= done.first) & (view <= done.last)
+        local = np.where(mine, view - (done.first - 1), 0).astype(np.int32)
+        table = measure_nuclei(local, done.image, self.pixel_size)
+        moved = shift_table(table, done.first - 1, (r0, c0))
+        if self.add_rows is not None:
+            self.add_rows(moved)
+            self.areas.append(table["area_px"])
+        if self.add_features is not None:
+            from ..geojson import label_features
+
+            self.add_features(label_features(local, moved | {"label": table["label"]}, (r0, c0), done.first - 1))
+
+
+def read_thumbnail(slide: Slide, max_pixels: int = THUMBNAIL_PIXELS) -> tuple[int, np.ndarray]:
+    """(level, pixels) of the slide's largest level of at most ``max_pixels`` pixels, or of the
+    next smaller level that can be read where that one has a damaged tile.
+
+    Raises
+    ------
+    ImageReadError
+        if no level from there down can be read.
+    """
+    first = slide.thumbnail_level(max_pixels)
+    for k in range(first, len(slide.info.levels)):
+        level = slide.level(k)
+        try:
+            return k, level[0 : level.shape[0], 0 : level.shape[1]]
+        except ImageReadError:
+            if k == len(slide.info.levels) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, options: PredictOptions,
+                  progress: Progress = no_progress) -> SlideResult:
+    """Label every nucleus of ``slide`` (see the module docstring) into ``paths``.
+
+    Parameters
+    ----------
+    predictor : the model.
+    slide : an open :class:`~nucleiseg.data.slides.Slide`; level 0 is predicted.
+    paths : where to write: ``labels`` (uint32 TIFF, OME-TIFF with a pixel size or a pyramid),
+        with ``options.geojson`` the GeoJSON (a ``.gz`` name is compressed), with
+        ``options.measure`` the per-nucleus table, with ``options.overlay`` a thumbnail overlay.
+    options : as for any image; ``pixel_size`` (µm) overrides the slide's own.
+    progress : wraps the loop over blocks.
+
+    Returns
+    -------
+    :class:`SlideResult`. Every file is written atomically: none is left half-written. A block
+    with a tile that cannot be read or decoded is skipped and named in ``unreadable`` (its
+    position in level-0 pixels), and the rest of the slide is predicted.
+
+    Raises
+    ------
+    ImageReadError
+        if no thumbnail level can be read (:func:`read_thumbnail`).
+    """
+    t0 = time.perf_counter()
+    level0 = slide.level(0)
+    k, thumbnail = read_thumbnail(slide)
+    norm = predictor.config.normalization
+    params = input_params(thumbnail, norm.channels, norm.p_low, norm.p_high)
+    tissue = TissueMap(tissue_mask(thumbnail), slide.info.downsamples[k])
+    pixel_size = options.pixel_size or slide.info.pixel_size
+    unreadable: list[str] = []
+    diameter, scale = None, 1.0
+    if options.diameter == "auto":
+        try:
+            diameter, scale = predictor.scale_for(tissue_tile(level0, tissue, predictor.tile_size), options)
+        except ImageReadError as exc:  # predicted at the original scale; the damage is reported
+            unreadable.append(f"{exc} (diameter not estimated)")
+    else:
+        diameter, scale = predictor.scale_for(level0, options)  # given or none: no pixels read
+    watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
+    stats = BlockwiseStats(0, 0, 0)
+    with ExitStack() as stack:
+        writer = _BlockWriter(pixel_size)
+        if options.geojson:
+            from ..geojson import feature_writer
+
+            writer.add_features = stack.enter_context(feature_writer(paths.geojson))
+        if options.measure:
+            writer.add_rows = stack.enter_context(table_writer(paths.nuclei_table, COLUMNS))
+
+        cache = BlockCache(paths.labels.parent / f".{paths.labels.stem}.blocks",
+                           _cache_key(predictor, options, scale, watershed, params), fresh=not options.skip_existing)
+
+        def fill(labels: np.ndarray) -> None:
+            nonlocal stats
+            writer.labels = labels
+            _, stats = predict_blockwise(predictor, level0, options.block_size, DEFAULT_HALO, watershed, options.tta,
+                                         out=labels, progress=progress, scale=scale, params=params, tissue=tissue,
+                                         on_block=writer, on_read_error=lambda box, exc: unreadable.append(str(exc)),
+                                         cache=cache)
+
+        labels = write_label_memmap(paths.labels, slide.shape, fill, pixel_size)
+    cache.remove()  # every output is in place: the finished blocks are no longer needed
+    if options.overlay:
+        from ..overlay import colour_overlay
+
+        step = max(1, int(round(slide.info.downsamples[k])))
+        small = labels[::step, ::step][: thumbnail.shape[0], : thumbnail.shape[1]]
+        write_png(paths.overlay, colour_overlay(thumbnail[: small.shape[0], : small.shape[1]], small))
+    h, w = slide.shape
+    blocks = stats.blocks + stats.skipped
+    areas = writer.areas
+    table = {"area_px": np.concatenate(areas) if areas else np.zeros(0, np.int64)} if options.measure else None
+    return SlideResult(stats.nuclei, stats, diameter, scale, pixel_size, h * w / 1e6,
+                       stats.blocks / blocks if blocks else 0.0, time.perf_counter() - t0, table, unreadable)
+
+
+def predict_slide_file(predictor: Predictor, path: Path, paths: OutputPaths, options: PredictOptions,
+                       progress: Progress = no_progress) -> SlideResult:
+    """:func:`predict_slide` on the slide file at ``path`` (opened and closed here).
+
+    Raises
+    ------
+    ImageReadError
+        if the file is not a readable slide (or its thumbnail level is damaged).
+    """
+    from ..data.slides import open_slide
+
+    with open_slide(path) as slide:
+        return predict_slide(predictor, slide, paths, options, progress)

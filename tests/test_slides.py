@@ -1,0 +1,281 @@
+"""Whole-slide images: lazy reading, pixel size from the metadata, tissue mask, and prediction
+of a slide block by block into labels, GeoJSON and a table (issue 24).
+
+The slides are built here with :func:`nucleiseg.data.slides.write_slide` (pyramidal, tiled, the
+metadata of SVS, OME-TIFF or plain TIFF) from the bundled H&E samples, so the tests need no data.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from nucleiseg.data.images import read_image, read_label_image
+from nucleiseg.data.slides import is_slide, open_slide, read_pixel_size, tissue_mask, write_slide
+from nucleiseg.data.sources import bundled_samples_dir
+from nucleiseg.errors import ImageReadError
+from nucleiseg.geojson import read_geojson
+from nucleiseg.inference.batch import predict_files
+from nucleiseg.inference.blockwise import DEFAULT_HALO, predict_blockwise
+from nucleiseg.inference.predictor import PredictOptions, Predictor
+from nucleiseg.inference.slide import read_thumbnail
+from nucleiseg.measure import measure_nuclei
+from nucleiseg.transforms import input_params
+
+GLASS = 238  # gray, unsaturated: what a scanner sees where there is no tissue
+
+
+def _he_tiles() -> list[np.ndarray]:
+    """The two bundled H&E samples (256 x 320 RGB)."""
+    folder = bundled_samples_dir() / "images"
+    return [read_image(next(folder.glob(f"{i}*.png")))[:, :, :3] for i in ("00ae65c1c663", "3bfa8b3b01fd")]
+
+
+def mosaic(rows: int = 3, cols: int = 3, glass_cols: int = 0) -> np.ndarray:
+    """(rows * 256, cols * 320 + glass_cols, 3) uint8: the two bundled H&E samples tiled with
+    alternating flips (nuclei run across tile seams), then ``glass_cols`` columns of glass."""
+    tiles = _he_tiles()
+    grid = [[tiles[(i + j) % 2][:: (-1) ** i, :: (-1) ** j] for j in range(cols)] for i in range(rows)]
+    image = np.concatenate([np.concatenate(r, axis=1) for r in grid], axis=0)
+    glass = np.full((image.shape[0], glass_cols, 3), GLASS, np.uint8)
+    return np.ascontiguousarray(np.concatenate([image, glass], axis=1))
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metadata", ["ome", "svs", "tiff"])
+def test_pyramid_levels_and_pixel_size_from_each_kind_of_metadata(tmp_path, metadata):
+    image = mosaic(2, 2)  # 512 x 640
+    path = tmp_path / ("slide.svs" if metadata == "svs" else "slide.tif")
+    write_slide(path, image, pixel_size=0.2527, metadata=metadata, smallest_side=200, compression="zlib")
+    assert is_slide(path)
+    with open_slide(path) as slide:
+        info = slide.info
+        assert info.levels == ((512, 640), (256, 320), (128, 160))
+        assert info.downsamples == pytest.approx((1.0, 2.0, 4.0))
+        assert info.channels == 3
+        assert info.pixel_size == pytest.approx(0.2527, rel=1e-6)
+        np.testing.assert_array_equal(slide.level(0)[100:300, 37:501], image[100:300, 37:501])  # lossless
+        assert slide.level(2).shape == (128, 160, 3)
+        assert slide.thumbnail_level(256 * 320) == 1
+
+
+def test_pixel_size_units_and_absent_metadata(tmp_path):
+    data = np.zeros((64, 64), np.uint8)
+    cases = {
+        "ome_nm.tif": ({"metadata": {"axes": "YX", "PhysicalSizeX": 325.0, "PhysicalSizeXUnit": "nm"}, "ome": True}, 0.325),
+        "ome_default_unit.tif": ({"metadata": {"axes": "YX", "PhysicalSizeX": 0.5}, "ome": True}, 0.5),
+        "inch.tif": ({"resolution": (25400 / 0.5, 25400 / 0.5), "resolutionunit": "INCH"}, 0.5),
+        "cm.tif": ({"resolution": (1e4 / 0.2, 1e4 / 0.2), "resolutionunit": "CENTIMETER"}, 0.2),
+        "screen_dpi.tif": ({"resolution": (72, 72), "resolutionunit": "INCH"}, None),
+        "none.tif": ({}, None),
+    }
+    for name, (kwargs, expected) in cases.items():
+        ome = kwargs.pop("ome", False)
+        with tifffile.TiffWriter(tmp_path / name, ome=ome) as tif:
+            tif.write(data, **kwargs)
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            got = read_pixel_size(tif)
+        assert got == (None if expected is None else pytest.approx(expected)), name
+
+
+def test_reading_a_region_decodes_only_its_tiles(tmp_path):
+    """A 256 x 256 region of a 4096 x 4096 RGB slide (48 MB decoded) costs a few tiles' memory."""
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 255, (256, 256, 3), np.uint8)
+
+    class Lazy:  # a big image built tile by tile, never whole
+        shape, dtype = (4096, 4096, 3), np.dtype(np.uint8)
+
+        def __getitem__(self, key):
+            rows, cols = key
+            r = np.arange(rows.start, rows.stop) % 256
+            c = np.arange(cols.start, cols.stop) % 256
+            return tile[r][:, c]
+
+    path = tmp_path / "big.tif"
+    write_slide(path, Lazy(), 0.25, "ome", compression="zlib")
+    with open_slide(path) as slide:
+        level = slide.level(0)
+        tracemalloc.start()
+        region = level[1000:1256, 2000:2256]
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    np.testing.assert_array_equal(region, tile[np.arange(1000, 1256) % 256][:, np.arange(2000, 2256) % 256])
+    level_bytes = 4096 * 4096 * 3
+    assert peak < level_bytes / 20, f"peak {peak / 1e6:.1f} MB for a {level_bytes / 1e6:.0f} MB level"
+
+
+def test_tissue_mask_finds_stained_tissue_not_glass():
+    thumb = np.full((100, 120, 3), GLASS, np.uint8)
+    thumb[20:60, 30:90] = (200, 120, 190)  # pink-purple stain
+    thumb[70:90, 10:30] = (120, 120, 120)  # dark but unstained: dust, a shadow
+    mask = tissue_mask(thumb)
+    assert mask[25:55, 35:85].all()
+    assert not mask[:15].any() and not mask[75:85, 15:25].any()
+    # grown by one pixel, no more
+    assert mask[19, 40] and not mask[17, 40]
+    # an all-tissue thumbnail stays all tissue; a gray (fluorescence) one has no glass to find
+    assert tissue_mask(np.full((40, 40, 3), (200, 120, 190), np.uint8)).all()
+    assert tissue_mask(np.zeros((40, 40), np.uint16)).all()
+
+
+def test_not_a_slide_and_bad_files(tmp_path):
+    small = tmp_path / "small.tif"
+    tifffile.imwrite(small, np.zeros((64, 64), np.uint8))
+    assert not is_slide(small)
+    assert not is_slide(tmp_path / "missing.tif")
+    junk = tmp_path / "junk.svs"
+    junk.write_bytes(b"not a tiff at all")
+    assert not is_slide(junk)
+    with pytest.raises(ImageReadError, match="junk.svs: not a readable TIFF"):
+        open_slide(junk)
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.zeros((5, 2, 64, 64), np.uint8), metadata={"axes": "TCYX"})
+    with pytest.raises(ImageReadError, match="stack.tif: expected a 2-D gray or RGB slide"):
+        open_slide(stack)
+
+
+# --- prediction ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_file(device="cpu")
+
+
+def test_slide_prediction_equals_blockwise_prediction_in_memory(tmp_path, predictor):
+    """Same nuclei from the slide, read lazily, as from its pixels in memory; GeoJSON and table
+    agree with the label image; the glass block is skipped."""
+    image = mosaic(3, 3, glass_cols=640)  # 768 x 1600: the last block column is glass only
+    path = tmp_path / "slide.tif"
+    write_slide(path, image, 0.25, "ome", compression="zlib", smallest_side=400)
+    options = PredictOptions(block_size=400, diameter=None, geojson=True, measure=True, overlay=True)
+    [result] = predict_files([path], tmp_path / "out", predictor, options)
+    assert result.status == "done" and not result.error
+    labels = read_label_image(tmp_path / "out" / "slide.tif")
+    assert labels.shape == image.shape[:2]
+
+    with open_slide(path) as slide:
+        _, thumbnail = read_thumbnail(slide)
+    norm = predictor.config.normalization
+    params = input_params(thumbnail, norm.channels, norm.p_low, norm.p_high)
+    expected, stats = predict_blockwise(predictor, image, 400, DEFAULT_HALO, params=params)
+    assert result.n_nuclei == stats.nuclei == int(expected.max()) > 50
+    np.testing.assert_array_equal(labels, expected)
+    assert not labels[:, 1000:].any()  # glass
+
+    # GeoJSON read back (pixel centres inside each polygon) is the label image
+    assert (tmp_path / "out" / "slide.geojson").is_file()
+    back, _ = read_geojson(tmp_path / "out" / "slide.geojson", labels.shape)
+    features = json.loads((tmp_path / "out" / "slide.geojson").read_text())["features"]
+    assert len(features) == result.n_nuclei
+    assert [f["properties"]["name"] for f in features] == [str(i) for i in range(1, result.n_nuclei + 1)]
+    agree = (back > 0) == (labels > 0)
+    assert agree.mean() > 0.999
+    # the per-nucleus table, measured block by block, equals one measurement of the whole
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "out" / "slide_nuclei.csv")))
+    whole = measure_nuclei(labels, image, 0.25)
+    assert len(rows) == whole["label"].size
+    for name in ("label", "area_px", "centroid_row", "centroid_col", "bbox_min_row", "bbox_max_col", "mean_intensity"):
+        np.testing.assert_allclose([float(r[name]) for r in rows], whole[name], rtol=1e-5, err_msg=name)
+    # the label image carries the slide's pixel size
+    with tifffile.TiffFile(tmp_path / "out" / "slide.tif") as tif:
+        assert read_pixel_size(tif) == pytest.approx(0.25)
+    assert (tmp_path / "out" / "slide_overlay.png").is_file()
+
+
+def test_glass_blocks_are_skipped(tmp_path, predictor):
+    from nucleiseg.data.slides import open_slide as open_
+    from nucleiseg.inference.slide import predict_slide
+    from nucleiseg.io import output_paths
+
+    image = mosaic(2, 2, glass_cols=900)
+    path = tmp_path / "glass.tif"
+    write_slide(path, image, None, "tiff", compression="zlib", smallest_side=300)
+    with open_(path) as slide:
+        result = predict_slide(predictor, slide, output_paths(tmp_path / "out", "glass"),
+                               PredictOptions(block_size=400, diameter=None, overlay=False))
+    assert result.stats.skipped >= 2 and result.stats.blocks >= 2
+    assert 0.3 < result.tissue_fraction < 0.8
+    assert result.pixel_size is None and result.n_nuclei > 20
+
+
+def test_corrupt_tile_is_reported_with_its_position_and_the_rest_predicted(tmp_path, predictor):
+    image = mosaic(2, 3)  # 512 x 960
+    path = tmp_path / "damaged.tif"
+    write_slide(path, image, 0.25, "ome", tile=256, compression="zlib", smallest_side=300)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        offset, count = page.dataoffsets[3], page.databytecounts[3]  # tile row 0, column 3
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * count)
+    [result] = predict_files([path], tmp_path / "out", predictor,
+                             PredictOptions(block_size=320, diameter=None, overlay=False))
+    assert result.status == "done"
+    assert "unreadable" in result.error and "columns" in result.error
+    labels = read_label_image(tmp_path / "out" / "damaged.tif")
+    assert labels[:, :500].any()  # blocks away from the damaged tile were predicted
+
+
+# --- stopping and resuming -------------------------------------------------------------------
+
+def test_block_cache_round_trip_and_key(tmp_path):
+    from nucleiseg.inference.blockwise import BlockCache, BlockObjects
+
+    rng = np.random.default_rng(1)
+    masks = [rng.random((5, 7)) > 0.5, rng.random((1, 1)) > -1, rng.random((12, 3)) > 0.3]
+    objects = BlockObjects([(10, 20), (0, 0), (300, 4000)], masks, 1)
+    cache = BlockCache(tmp_path / "c", "key-1")
+    assert cache.get(0, 1) is None
+    cache.put(0, 1, objects)
+    cache.put(2, 2, BlockObjects([], [], 0))
+    back = BlockCache(tmp_path / "c", "key-1").get(0, 1)
+    assert back.origins == objects.origins and back.truncated == 1
+    for a, b in zip(back.masks, masks):
+        np.testing.assert_array_equal(a, b)
+    assert BlockCache(tmp_path / "c", "key-1").get(2, 2).masks == []
+    assert BlockCache(tmp_path / "c", "key-2").get(0, 1) is None  # another model or options: discarded
+    cache = BlockCache(tmp_path / "c", "key-2")
+    cache.put(0, 0, objects)
+    assert BlockCache(tmp_path / "c", "key-2", fresh=True).get(0, 0) is None
+
+
+@pytest.mark.slow
+def test_a_killed_slide_run_resumes_to_the_same_nuclei(tmp_path):
+    """SIGKILL in the middle of a slide, then --skip-existing: the labels and GeoJSON of an
+    uninterrupted run, with the finished blocks read back rather than predicted again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    image = mosaic(3, 4)  # 768 x 1280: 3 x 4 blocks of 320
+    path = tmp_path / "slide.tif"
+    write_slide(path, image, 0.25, "ome", compression="zlib", smallest_side=400)
+    command = [sys.executable, "-m", "nucleiseg", "-q", "predict", str(path), "--geojson", "--no-overlay",
+               "--block-size", "320", "--diameter", "none"]
+    subprocess.run(command + ["-o", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
+
+    out = tmp_path / "resumed"
+    proc = subprocess.Popen(command + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    blocks = out / ".slide.blocks"
+    deadline = time.time() + 300
+    while len(list(blocks.glob("block_*.npz"))) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(blocks.glob("block_*.npz")))
+    assert 4 <= done_before < 12 and not (out / "slide.tif").exists() and not (out / "slide.geojson").exists()
+
+    subprocess.run(command + ["-o", str(out), "--skip-existing"], check=True, capture_output=True, timeout=600)
+    np.testing.assert_array_equal(read_label_image(out / "slide.tif"), read_label_image(tmp_path / "whole" / "slide.tif"))
+    assert (out / "slide.geojson").read_text() == (tmp_path / "whole" / "slide.geojson").read_text()
+    assert not blocks.exists()  # finished: the cache is gone
