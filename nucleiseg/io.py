@@ -192,6 +192,71 @@ def write_label_memmap(path: str | os.PathLike, shape: tuple[int, int], fill: Ca
     return tifffile.memmap(path, mode="r")
 
 
+#: Tile side of the tiled label pyramids written for slides (:func:`write_label_pyramid`).
+LABEL_TILE = 512
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Let the kernel drop the resident pages of a memory-mapped ``array`` (written ones are
+    flushed first), so a gigapixel map costs no more resident memory than the part in use; the
+    data stays in the file. No-op for an ordinary array or where madvise is not available."""
+    import mmap
+
+    mapped = getattr(array, "_mmap", None)
+    if mapped is None or not hasattr(mapped, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    array.flush()
+    mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def write_label_pyramid(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write a (H, W) uint32 label image, e.g. a slide's memory-mapped label map, as a tiled,
+    Deflate-compressed pyramidal OME-TIFF, atomically, one band of :data:`LABEL_TILE` rows at a
+    time (memory: one band; a memory map's pages are released after each band).
+
+    Levels as :func:`write_label_tiff` (every other pixel, SubIFDs, OME ``PhysicalSize`` and
+    resolution tags with ``pixel_size`` in micrometres); level 0 is tiled, so unlike
+    :func:`write_label_tiff`'s files it cannot be memory-mapped, and it is a fraction of the
+    size (labels compress well). Raises ValueError if ``pixel_size`` is not positive.
+    """
+    import tifffile
+
+    if pixel_size is not None and not pixel_size > 0:
+        raise ValueError(f"pixel size must be > 0 micrometres, got {pixel_size}")
+    h, w = labels.shape
+    n_levels = pyramid_levels((h, w))
+    metadata = {"axes": "YX"}
+    if pixel_size is not None:
+        metadata |= {"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
+                     "PhysicalSizeYUnit": "µm"}
+
+    def tiles(step: int):
+        t = LABEL_TILE
+        lh, lw = -(-h // step), -(-w // step)
+        for r in range(0, lh, t):
+            band = np.asarray(labels[r * step : min((r + t) * step, h) : step, ::step], dtype=np.uint32)
+            for c in range(0, lw, t):
+                tile = np.zeros((t, t), np.uint32)
+                part = band[:, c : c + t]
+                tile[: part.shape[0], : part.shape[1]] = part
+                yield tile
+            release_pages(labels)
+
+    def options(step: int) -> dict:
+        out = {"dtype": np.uint32, "tile": (LABEL_TILE, LABEL_TILE), "photometric": "minisblack",
+               "compression": "zlib", "shape": (-(-h // step), -(-w // step))}
+        if pixel_size is not None:
+            per_cm = 1e4 / (pixel_size * step)
+            out |= {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+        return out
+
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp, bigtiff=h * w * 4 > 2**31, ome=True) as tif:
+            tif.write(tiles(1), subifds=n_levels or None, metadata=metadata, software=LABEL_SOFTWARE, **options(1))
+            for level in range(1, n_levels + 1):
+                tif.write(tiles(2**level), subfiletype=1, **options(2**level))
+
+
 def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
     """Write a label image as a 16-bit grayscale PNG, atomically.
 

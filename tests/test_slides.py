@@ -279,3 +279,23 @@ def test_a_killed_slide_run_resumes_to_the_same_nuclei(tmp_path):
     np.testing.assert_array_equal(read_label_image(out / "slide.tif"), read_label_image(tmp_path / "whole" / "slide.tif"))
     assert (out / "slide.geojson").read_text() == (tmp_path / "whole" / "slide.geojson").read_text()
     assert not blocks.exists()  # finished: the cache is gone
+
+
+def test_label_pyramid_written_band_by_band_reads_back(tmp_path):
+    """A slide's label image: tiled, compressed, every level every other pixel of the one above,
+    the pixel size in OME and resolution tags; from a memory map as from an array."""
+    from nucleiseg.io import PYRAMID_MIN_SIDE, pyramid_levels, write_label_pyramid
+
+    h, w = PYRAMID_MIN_SIDE + 808, 300
+    rng = np.random.default_rng(2)
+    labels = np.memmap(tmp_path / "canvas.u32", np.uint32, "w+", shape=(h, w))
+    labels[:] = np.repeat(rng.integers(0, 70000, (h // 8 + 1, w), dtype=np.uint32), 8, axis=0)[:h]
+    write_label_pyramid(tmp_path / "labels.tif", labels, pixel_size=0.5)
+    np.testing.assert_array_equal(read_label_image(tmp_path / "labels.tif"), labels)
+    with tifffile.TiffFile(tmp_path / "labels.tif") as tif:
+        assert tif.is_ome and tif.pages[0].is_tiled and tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+        assert read_pixel_size(tif) == pytest.approx(0.5)
+        levels = tif.series[0].levels
+        assert len(levels) == 1 + pyramid_levels((h, w))
+        for k, level in enumerate(levels):
+            np.testing.assert_array_equal(level.asarray(), labels[:: 2**k, :: 2**k])

@@ -78,13 +78,17 @@ def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 
 def progress_bar(unit: str = "image", description: str | None = None, **tqdm_options) -> Callable:
     """A :class:`~nucleiseg.progress.Progress` drawing a tqdm bar on stderr (none with --quiet);
-    ``description`` replaces the one the library gives."""
+    ``description`` replaces the one the library gives, except for the blocks of a slide
+    (:func:`~nucleiseg.inference.blockwise.predict_blockwise`), which get a bar of their own."""
     from tqdm import tqdm
 
     ctx = click.get_current_context(silent=True)
     quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
 
     def progress(items: Iterable, total: int | None = None, given: str = "") -> Iterable:
+        if given == "blocks":  # the blocks of one slide, under the bar of the images: a bar of its own
+            return tqdm(items, total=total, desc="slide blocks", unit="block", file=sys.stderr, disable=quiet,
+                        leave=False)
         return tqdm(items, total=total, desc=description or given, unit=unit, file=sys.stderr, disable=quiet,
                     **tqdm_options)
 

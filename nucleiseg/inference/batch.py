@@ -57,8 +57,9 @@ def wanted_outputs(out: Path, image_id: str, options: PredictOptions) -> list[Pa
 
 
 def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
-                keep_labels: bool = False) -> tuple[PredictResult, np.ndarray | None]:
+                keep_labels: bool = False, progress: Progress = no_progress) -> tuple[PredictResult, np.ndarray | None]:
     """Predict one image into ``out`` (each file written atomically); never raises for a bad image.
+    ``progress`` wraps the blocks of a slide (:mod:`~nucleiseg.inference.slide`).
 
     Returns (result, labels): labels (H, W) when the image was done, or skipped with
     ``keep_labels`` (read back, e.g. for a CSV) or ``options.measure``; None otherwise.
@@ -72,7 +73,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
                    if options.measure else None)
             return PredictResult(image_id, "skipped", summary=row), labels
         if is_slide(path):
-            return _predict_slide(predictor, image_id, path, out, options, t0), None
+            return _predict_slide(predictor, image_id, path, out, options, t0, progress), None
         image = read_image(path, options.channel)
         if is_huge(image.shape, options.block_size) and options.label_format == "tif":
             diameter, scale = predictor.scale_for(image, options)
@@ -100,7 +101,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
 
 
 def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
-                   t0: float) -> PredictResult:
+                   t0: float, progress: Progress) -> PredictResult:
     """A whole-slide image (:func:`~nucleiseg.data.slides.is_slide`), read lazily and written as it
     goes (:mod:`~nucleiseg.inference.slide`)."""
     from .slide import predict_slide_file
@@ -110,7 +111,7 @@ def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, o
                              f"--format {options.label_format} is for ordinary images")
     if options.channel is not None:
         raise ImageReadError(f"{path}: --channel does not apply to a slide (its RGB or gray level 0 is predicted)")
-    result = predict_slide_file(predictor, path, output_paths(out, image_id, options.label_format), options)
+    result = predict_slide_file(predictor, path, output_paths(out, image_id, options.label_format), options, progress)
     seconds = time.perf_counter() - t0
     row = None
     if options.measure:
@@ -164,7 +165,7 @@ def predict_files(inputs: list[Path], out: Path, predictor: Predictor, options: 
 
     def labeled() -> Iterator[tuple[str, np.ndarray]]:
         for image_id, path in progress(todo, len(todo), "predict"):
-            result, labels = predict_one(predictor, image_id, path, out, options, keep_labels=rle_path is not None)
+            result, labels = predict_one(predictor, image_id, path, out, options, rle_path is not None, progress)
             results.append(result)
             if labels is not None:
                 yield image_id, labels

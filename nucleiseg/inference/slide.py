@@ -7,15 +7,18 @@ mask (:func:`~nucleiseg.data.slides.tissue_mask`); blocks whose extended box hol
 skipped. ``--diameter auto`` estimates the nuclei's size on one tile at the tissue's middle.
 Level 0 is then predicted block by block (:func:`~nucleiseg.inference.blockwise.predict_blockwise`:
 each block read with its halo, the nuclei whose centroid lies in its core kept whole), and each
-block's nuclei go out as soon as the block is done: painted into a memory-mapped label TIFF
-(:func:`~nucleiseg.io.write_label_memmap`), appended to the GeoJSON (QuPath objects, level-0
-pixel coordinates) and to the per-nucleus CSV table, with their measurements taken on the
-block's own pixels. Memory: the thumbnail, one extended block with its probabilities, and the
-label map's pages the system keeps cached; never the slide.
+block's nuclei go out as soon as the block is done: painted into a memory-mapped label map (a
+temporary file beside the outputs, its pages released after each block), appended to the
+GeoJSON (QuPath objects, level-0 pixel coordinates) and to the per-nucleus CSV table, with their
+measurements taken on the block's own pixels. At the end the label map becomes a tiled,
+compressed, pyramidal OME-TIFF (:func:`~nucleiseg.io.write_label_pyramid`, band by band).
+Memory: the thumbnail, one extended block with its probabilities and the network's activations,
+one band of labels; never the slide.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ import numpy as np
 
 from ..data.slides import Slide, tissue_mask
 from ..errors import ImageReadError
-from ..io import OutputPaths, table_writer, write_label_memmap, write_png
+from ..io import OutputPaths, release_pages, table_writer, write_label_pyramid, write_png
 from ..measure import COLUMNS, measure_nuclei
 from ..progress import Progress, no_progress
 from ..transforms import input_params
@@ -81,6 +84,20 @@ def tissue_tile(level: object, tissue: TissueMap, size: int) -> np.ndarray:
     return level[r0 : r0 + size, c0 : c0 + size]
 
 
+def _slide_scale(predictor: Predictor, level0, tissue: TissueMap, options: PredictOptions,
+                 unreadable: list[str]) -> tuple[float | None, float]:
+    """(diameter, scale) for the slide: with ``--diameter auto`` estimated on the tile at the
+    tissue's middle (:func:`tissue_tile`; an unreadable tile is reported into ``unreadable`` and
+    the slide predicted unscaled); a given diameter or none reads no pixels."""
+    if options.diameter != "auto":
+        return predictor.scale_for(level0, options)
+    try:
+        return predictor.scale_for(tissue_tile(level0, tissue, predictor.tile_size), options)
+    except ImageReadError as exc:
+        unreadable.append(f"{exc} (diameter not estimated)")
+        return None, 1.0
+
+
 def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, watershed, params) -> str:
     """What a cached block's nuclei depend on: the network's weights and configuration, the
     precision, the block size, TTA, scale, watershed values and normalisation."""
@@ -108,6 +125,12 @@ class _BlockWriter:
         self.areas: list[np.ndarray] = []
 
     def __call__(self, done: BlockDone) -> None:
+        try:
+            self._write(done)
+        finally:
+            release_pages(self.labels)  # resident memory: the blocks in use, not the slide
+
+    def _write(self, done: BlockDone) -> None:
         if done.last < done.first or (self.add_features is None and self.add_rows is None):
             return
         r0, r1, c0, c1 = done.box
@@ -153,11 +176,12 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
     ----------
     predictor : the model.
     slide : an open :class:`~nucleiseg.data.slides.Slide`; level 0 is predicted.
-    paths : where to write: ``labels`` (uint32 TIFF, OME-TIFF with a pixel size or a pyramid),
+    paths : where to write: ``labels`` (uint32 tiled pyramidal OME-TIFF),
         with ``options.geojson`` the GeoJSON (a ``.gz`` name is compressed), with
         ``options.measure`` the per-nucleus table, with ``options.overlay`` a thumbnail overlay.
     options : as for any image; ``pixel_size`` (µm) overrides the slide's own.
-    progress : wraps the loop over blocks.
+    progress : wraps the loop over blocks (described "slide blocks"; the command line draws a
+        bar with an ETA: blocks are of near-equal size, glass ones skipped at once).
 
     Returns
     -------
@@ -178,44 +202,34 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
     tissue = TissueMap(tissue_mask(thumbnail), slide.info.downsamples[k])
     pixel_size = options.pixel_size or slide.info.pixel_size
     unreadable: list[str] = []
-    diameter, scale = None, 1.0
-    if options.diameter == "auto":
-        try:
-            diameter, scale = predictor.scale_for(tissue_tile(level0, tissue, predictor.tile_size), options)
-        except ImageReadError as exc:  # predicted at the original scale; the damage is reported
-            unreadable.append(f"{exc} (diameter not estimated)")
-    else:
-        diameter, scale = predictor.scale_for(level0, options)  # given or none: no pixels read
+    diameter, scale = _slide_scale(predictor, level0, tissue, options, unreadable)
     watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
-    stats = BlockwiseStats(0, 0, 0)
+    cache = BlockCache(paths.labels.parent / f".{paths.labels.stem}.blocks",
+                       _cache_key(predictor, options, scale, watershed, params), fresh=not options.skip_existing)
+    writer = _BlockWriter(pixel_size)
     with ExitStack() as stack:
-        writer = _BlockWriter(pixel_size)
         if options.geojson:
             from ..geojson import feature_writer
 
             writer.add_features = stack.enter_context(feature_writer(paths.geojson))
         if options.measure:
             writer.add_rows = stack.enter_context(table_writer(paths.nuclei_table, COLUMNS))
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{paths.labels.name}.",
+                                                                      dir=paths.labels.parent)))
+        writer.labels = np.memmap(folder / "labels.u32", np.uint32, "w+", shape=slide.shape)  # zeros
+        _, stats = predict_blockwise(predictor, level0, options.block_size, DEFAULT_HALO, watershed, options.tta,
+                                     out=writer.labels, progress=progress, scale=scale, params=params, tissue=tissue,
+                                     on_block=writer, on_read_error=lambda box, exc: unreadable.append(str(exc)),
+                                     cache=cache)
+        if options.overlay:
+            from ..overlay import colour_overlay
 
-        cache = BlockCache(paths.labels.parent / f".{paths.labels.stem}.blocks",
-                           _cache_key(predictor, options, scale, watershed, params), fresh=not options.skip_existing)
-
-        def fill(labels: np.ndarray) -> None:
-            nonlocal stats
-            writer.labels = labels
-            _, stats = predict_blockwise(predictor, level0, options.block_size, DEFAULT_HALO, watershed, options.tta,
-                                         out=labels, progress=progress, scale=scale, params=params, tissue=tissue,
-                                         on_block=writer, on_read_error=lambda box, exc: unreadable.append(str(exc)),
-                                         cache=cache)
-
-        labels = write_label_memmap(paths.labels, slide.shape, fill, pixel_size)
+            step = max(1, int(round(slide.info.downsamples[k])))
+            small = np.asarray(writer.labels[::step, ::step][: thumbnail.shape[0], : thumbnail.shape[1]])
+            write_png(paths.overlay, colour_overlay(thumbnail[: small.shape[0], : small.shape[1]], small))
+        write_label_pyramid(paths.labels, writer.labels, pixel_size)
+        writer.labels = None  # closes the map before its folder goes
     cache.remove()  # every output is in place: the finished blocks are no longer needed
-    if options.overlay:
-        from ..overlay import colour_overlay
-
-        step = max(1, int(round(slide.info.downsamples[k])))
-        small = labels[::step, ::step][: thumbnail.shape[0], : thumbnail.shape[1]]
-        write_png(paths.overlay, colour_overlay(thumbnail[: small.shape[0], : small.shape[1]], small))
     h, w = slide.shape
     blocks = stats.blocks + stats.skipped
     areas = writer.areas
