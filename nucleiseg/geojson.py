@@ -94,7 +94,7 @@ def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
 
 
 def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | None = None,
-                   offset: tuple[int, int] = (0, 0), label_offset: int = 0) -> list[dict]:
+                   offset: tuple[int, int] = (0, 0), label_offset: int = 0, scale: float = 1.0) -> list[dict]:
     """GeoJSON Features of the nuclei of a label image (see the module docstring).
 
     Parameters
@@ -105,6 +105,8 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     offset : (row, col) of ``labels[0, 0]`` in the image the coordinates refer to (a block of a
         slide), pixels.
     label_offset : added to each label for the Feature's name and ``measurements.label``.
+    scale : coordinates (after ``offset``) are multiplied by it: a slide's level predicted at
+        ``scale`` level-0 pixels per pixel, written in level-0 coordinates.
 
     Returns
     -------
@@ -136,6 +138,10 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
         geometry = nucleus_geometry(labels[box] == label, (box[0].start + offset[0], box[1].start + offset[1]))
         if geometry is None or not geometry.is_valid:
             continue  # a nucleus marching squares cannot outline validly is left out, never broken
+        if scale != 1.0:
+            from shapely.affinity import scale as scaled
+
+            geometry = scaled(geometry, scale, scale, origin=(0.0, 0.0))
         name = label + label_offset
         properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(name),
                       "measurements": {"label": name} | rows.get(label, {})}

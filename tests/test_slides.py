@@ -299,3 +299,44 @@ def test_label_pyramid_written_band_by_band_reads_back(tmp_path):
         assert len(levels) == 1 + pyramid_levels((h, w))
         for k, level in enumerate(levels):
             np.testing.assert_array_equal(level.asarray(), labels[:: 2**k, :: 2**k])
+
+
+def test_region_and_level_come_back_in_level0_pixels(tmp_path, predictor):
+    """--region predicts a rectangle of level 0 (label image of its size, GeoJSON and table in
+    slide coordinates); --level 1 predicts the half-resolution level, coordinates doubled."""
+    import csv
+
+    from nucleiseg.metrics import image_metrics
+
+    image = mosaic(3, 4)  # 768 x 1280
+    path = tmp_path / "slide.tif"
+    write_slide(path, image, 0.25, "ome", compression="zlib", smallest_side=400)
+    base = {"block_size": 320, "diameter": None, "overlay": False, "geojson": True, "measure": True}
+    [whole] = predict_files([path], tmp_path / "whole", predictor, PredictOptions(**base))
+    [part] = predict_files([path], tmp_path / "part", predictor, PredictOptions(**base, region=(320, 256, 640, 384)))
+    assert whole.status == part.status == "done"
+    full, crop = read_label_image(tmp_path / "whole" / "slide.tif"), read_label_image(tmp_path / "part" / "slide.tif")
+    assert crop.shape == (384, 640)
+    assert image_metrics(full[256:640, 320:960], crop).dsb_score > 0.7  # same nuclei but at the region's edges
+    rows = list(csv.DictReader(open(tmp_path / "part" / "slide_nuclei.csv")))
+    ys, xs = [float(r["centroid_row"]) for r in rows], [float(r["centroid_col"]) for r in rows]
+    assert 256 <= min(ys) and max(ys) < 640 and 320 <= min(xs) and max(xs) < 960
+    back, _ = read_geojson(tmp_path / "part" / "slide.geojson", full.shape)
+    assert (back[256:640, 320:960] > 0).mean() > 0.9 * (crop > 0).mean() and not back[:200].any()
+
+    [half] = predict_files([path], tmp_path / "half", predictor, PredictOptions(**base, level=1))
+    assert half.status == "done" and half.n_nuclei > 20
+    assert read_label_image(tmp_path / "half" / "slide.tif").shape == (384, 640)
+    rows = list(csv.DictReader(open(tmp_path / "half" / "slide_nuclei.csv")))
+    assert max(float(r["bbox_max_col"]) for r in rows) > 1100  # level-0 columns (the level has 640)
+    features = json.loads((tmp_path / "half" / "slide.geojson").read_text())["features"]
+    xs = [x for f in features for ring in f["geometry"]["coordinates"] for x, _ in
+          (ring if f["geometry"]["type"] == "Polygon" else ring[0])]
+    assert max(xs) > 1100
+    with tifffile.TiffFile(tmp_path / "half" / "slide.tif") as tif:
+        assert read_pixel_size(tif) == pytest.approx(0.5)  # the level's pixels are twice as large
+
+    [bad] = predict_files([path], tmp_path / "bad", predictor, PredictOptions(**base, region=(5000, 0, 10, 10)))
+    assert bad.status == "failed" and "lies outside the slide" in bad.error
+    [bad] = predict_files([path], tmp_path / "bad", predictor, PredictOptions(**base, level=7))
+    assert bad.status == "failed" and "no level 7 (the slide has 3)" in bad.error

@@ -20,6 +20,21 @@ from ._common import device_option, diameter_option, field_docs, fail, main, pre
 _WATERSHED_HELP = field_docs(WatershedParams)
 
 
+class Region(click.ParamType):
+    """X,Y,WIDTH,HEIGHT in pixels, four integers."""
+
+    name = "X,Y,WIDTH,HEIGHT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            x, y, w, h = (int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"expected X,Y,WIDTH,HEIGHT (four integers), got {value!r}", param, ctx)
+        return x, y, w, h
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
@@ -57,18 +72,22 @@ _WATERSHED_HELP = field_docs(WatershedParams)
               "OUT and the inputs must be on storage they share.")
 @diameter_option
 @precision_option
+@click.option("--level", default=0, show_default=True, type=click.IntRange(0),
+              help="Slides: predict this pyramid level (0 = full resolution); GeoJSON and tables stay in level-0 pixels.")
+@click.option("--region", type=Region(), help="Slides: predict only this rectangle, X,Y,WIDTH,HEIGHT in level-0 pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, backend, no_overlay, tta,
             skip_existing, measure, pixel_size, geojson, channel, label_format, tile_size, compile_model, block_size, workers,
-            scheduler, diameter, precision, as_json) -> None:
+            scheduler, diameter, precision, level, region, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
     Writes OUT/<ImageId>.tif (uint16 label image, 0 = background, 1..N nuclei) and
     OUT/<ImageId>_overlay.png (each nucleus tinted and outlined in its own colour); --measure adds
     per-nucleus tables. With no INPUTS, runs on the bundled sample images and prints the DSB
-    score against their bundled label images.
+    score against their bundled label images. Whole slides (pyramidal TIFF, SVS, NDPI, OME-TIFF)
+    are read region by region, glass skipped, and written as they go.
     Examples:
       nucleiseg predict -o out
       nucleiseg predict my_images/ -o out --rle submission.csv
@@ -76,6 +95,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
       nucleiseg predict big_nuclei/ -o out --diameter 45 --json
       nucleiseg predict plates/ -o out --workers 8
       nucleiseg predict my_images/ -o out --backend onnx --model model.onnx
+      nucleiseg predict slide.svs -o out --geojson --measure
     """
     from ..data.sources import bundled_samples_dir
     from ..inference.predictor import PredictOptions, load_model
@@ -89,7 +109,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
                      "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
         options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
-                                 pixel_size, label_format, diameter, geojson)
+                                 pixel_size, label_format, diameter, geojson, level, region)
     except ValueError as exc:
         fail(str(exc))
     t0 = time.perf_counter()

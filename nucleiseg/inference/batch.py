@@ -74,6 +74,9 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
             return PredictResult(image_id, "skipped", summary=row), labels
         if is_slide(path):
             return _predict_slide(predictor, image_id, path, out, options, t0, progress), None
+        if options.level or options.region is not None:
+            raise ImageReadError(f"{path}: not a slide (a pyramidal or tiled TIFF); --level and --region apply "
+                                 f"to slides only")
         image = read_image(path, options.channel)
         if is_huge(image.shape, options.block_size) and options.label_format == "tif":
             diameter, scale = predictor.scale_for(image, options)

@@ -185,15 +185,18 @@ class BlockDone(NamedTuple):
 
 class TissueMap(NamedTuple):
     """Where an image holds tissue: ``mask`` (h, w) bool at ``downsample`` image pixels per mask
-    pixel (e.g. :func:`nucleiseg.data.slides.tissue_mask` of a low pyramid level)."""
+    pixel (e.g. :func:`nucleiseg.data.slides.tissue_mask` of a low pyramid level); ``origin``
+    (row, col) is where the image starts in the mask's full-resolution frame (a region)."""
 
     mask: np.ndarray
     downsample: float
+    origin: tuple[int, int] = (0, 0)
 
     def any_in(self, box: tuple[int, int, int, int]) -> bool:
         """Whether the image box (r0, r1, c0, c1), half-open, touches tissue."""
         d = self.downsample
-        r0, r1, c0, c1 = box
+        oy, ox = self.origin
+        r0, r1, c0, c1 = box[0] + oy, box[1] + oy, box[2] + ox, box[3] + ox
         h, w = self.mask.shape
         i0, i1 = min(int(r0 // d), h - 1), min(max(int(np.ceil(r1 / d)), int(r0 // d) + 1), h)
         j0, j1 = min(int(c0 // d), w - 1), min(max(int(np.ceil(c1 / d)), int(c0 // d) + 1), w)

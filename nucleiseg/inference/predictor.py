@@ -89,6 +89,10 @@ class PredictOptions:
     geojson : bool
         Write ``<ImageId>.geojson``, the nuclei as QuPath polygons with their measurements
         (:mod:`nucleiseg.geojson`; file jobs).
+    level : int
+        Slides only: the pyramid level to predict (0 = full resolution); results in level-0 pixels.
+    region : (x, y, width, height) or None
+        Slides only: predict this rectangle (level-0 pixels) rather than the whole slide.
     """
 
     watershed: WatershedParams | None = None
@@ -102,8 +106,14 @@ class PredictOptions:
     label_format: str = "tif"
     diameter: float | Literal["auto"] | None = DEFAULT_DIAMETER
     geojson: bool = False
+    level: int = 0
+    region: tuple[int, int, int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.level < 0:
+            raise ValueError(f"level must be >= 0, got {self.level}")
+        if self.region is not None and (len(self.region) != 4 or min(self.region[:2]) < 0 or min(self.region[2:]) <= 0):
+            raise ValueError(f"region must be x, y >= 0 and width, height > 0 (level-0 pixels), got {self.region}")
         if self.diameter is not None and self.diameter != "auto" and not float(self.diameter) > 0:
             raise ValueError(f"diameter must be > 0 pixels or 'auto', got {self.diameter!r}")
         if self.label_format not in LABEL_FORMATS:

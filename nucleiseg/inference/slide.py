@@ -42,8 +42,9 @@ THUMBNAIL_PIXELS = 4_000_000
 @dataclass
 class SlideResult:
     """What :func:`predict_slide` did: nuclei found, block counts (:class:`BlockwiseStats`), the
-    diameter (pixels, or None) and scale predicted at, the pixel size used (µm, or None), the
-    level-0 megapixels and the fraction of them in blocks holding tissue, and seconds."""
+    diameter (pixels, or None) and scale predicted at, the pixel size used (µm per level-0 pixel,
+    or None), the megapixels predicted (the window of its level) and the fraction of blocks holding
+    tissue, and seconds."""
 
     n_nuclei: int
     stats: BlockwiseStats
@@ -57,42 +58,93 @@ class SlideResult:
     unreadable: list[str]  # one line per block skipped for a tile that could not be read
 
 
-def shift_table(table: dict[str, np.ndarray], label_offset: int, offset: tuple[int, int]) -> dict[str, np.ndarray]:
+def shift_table(table: dict[str, np.ndarray], label_offset: int, offset: tuple[int, int],
+                scale: float = 1.0) -> dict[str, np.ndarray]:
     """A :func:`~nucleiseg.measure.measure_nuclei` table of a block, moved into the slide: labels
-    plus ``label_offset``, centroids and bounding boxes plus ``offset`` (row, col) pixels."""
+    plus ``label_offset``; centroids and bounding boxes plus ``offset`` (row, col) pixels, then
+    times ``scale`` (level-0 pixels per pixel of the level predicted), as are diameters, and
+    areas in pixels times ``scale`` squared."""
     out = dict(table)
     out["label"] = table["label"] + label_offset
     for name in ("centroid_row", "bbox_min_row", "bbox_max_row"):
-        out[name] = table[name] + offset[0]
+        out[name] = (table[name] + offset[0]) * scale
     for name in ("centroid_col", "bbox_min_col", "bbox_max_col"):
-        out[name] = table[name] + offset[1]
+        out[name] = (table[name] + offset[1]) * scale
+    if scale != 1.0:
+        out["area_px"] = table["area_px"] * scale**2
+        out["equivalent_diameter_px"] = table["equivalent_diameter_px"] * scale
     return out
 
 
-def tissue_tile(level: object, tissue: TissueMap, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` region of ``level`` (level 0 of a slide) centred on the tissue pixel
-    nearest the tissue's median row and column (the slide's centre if it holds no tissue)."""
-    h, w = level.shape[:2]
+class Window:
+    """Rows ``r0:r0 + h`` and columns ``c0:c0 + w`` of a slide level, read like an image of
+    their own (``window[a:b, c:d]`` reads the level's ``[r0 + a:r0 + b, c0 + c:c0 + d]``)."""
+
+    def __init__(self, level, origin: tuple[int, int], size: tuple[int, int]) -> None:
+        self.level, self.origin = level, origin
+        self.shape = tuple(size) + tuple(level.shape[2:])
+        self.dtype, self.ndim = level.dtype, len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        oy, ox = self.origin
+        return self.level[oy + rows.start : oy + rows.stop, ox + cols.start : ox + cols.stop]
+
+
+def slide_window(slide: Slide, options: PredictOptions) -> tuple[Window, float]:
+    """(the part of the slide to predict, its level's downsample): ``options.level`` (0 by
+    default) cut to ``options.region`` (x, y, width, height in level-0 pixels, clipped to the
+    slide) when given.
+
+    Raises
+    ------
+    ImageReadError
+        for a level the slide does not have, or a region outside it.
+    """
+    info = slide.info
+    if options.level >= len(info.levels):
+        raise ImageReadError(f"{info.path}: no level {options.level} (the slide has {len(info.levels)})")
+    d = info.downsamples[options.level]
+    lh, lw = info.levels[options.level]
+    r0, c0, r1, c1 = 0, 0, lh, lw
+    if options.region is not None:
+        x, y, w, h = options.region
+        r0, c0 = int(y // d), int(x // d)
+        r1, c1 = min(int(np.ceil((y + h) / d)), lh), min(int(np.ceil((x + w) / d)), lw)
+        if r1 <= r0 or c1 <= c0:
+            raise ImageReadError(f"{info.path}: region x={x}, y={y}, {w} x {h} px lies outside the slide "
+                                 f"({info.levels[0][1]} x {info.levels[0][0]} px at level 0)")
+    return Window(slide.level(options.level), (r0, c0), (r1 - r0, c1 - c0)), d
+
+
+def tissue_tile(image, tissue: TissueMap, size: int) -> np.ndarray:
+    """A ``size`` x ``size`` region of ``image`` (a slide level or a :class:`Window` of one, whose
+    frame ``tissue`` maps) centred on the tissue pixel inside it nearest the median row and column
+    of that tissue (the image's centre if it holds no tissue)."""
+    h, w = image.shape[:2]
     rows, cols = np.nonzero(tissue.mask)
-    if rows.size:
-        k = int(np.argmin((rows - np.median(rows)) ** 2 + (cols - np.median(cols)) ** 2))
-        cy, cx = (rows[k] + 0.5) * tissue.downsample, (cols[k] + 0.5) * tissue.downsample
+    ys, xs = (rows + 0.5) * tissue.downsample - tissue.origin[0], (cols + 0.5) * tissue.downsample - tissue.origin[1]
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    ys, xs = ys[inside], xs[inside]
+    if ys.size:
+        k = int(np.argmin((ys - np.median(ys)) ** 2 + (xs - np.median(xs)) ** 2))
+        cy, cx = ys[k], xs[k]
     else:
         cy, cx = h / 2, w / 2
     r0 = int(np.clip(cy - size / 2, 0, max(h - size, 0)))
     c0 = int(np.clip(cx - size / 2, 0, max(w - size, 0)))
-    return level[r0 : r0 + size, c0 : c0 + size]
+    return image[r0 : r0 + size, c0 : c0 + size]
 
 
-def _slide_scale(predictor: Predictor, level0, tissue: TissueMap, options: PredictOptions,
+def _slide_scale(predictor: Predictor, image, tissue: TissueMap, options: PredictOptions,
                  unreadable: list[str]) -> tuple[float | None, float]:
     """(diameter, scale) for the slide: with ``--diameter auto`` estimated on the tile at the
     tissue's middle (:func:`tissue_tile`; an unreadable tile is reported into ``unreadable`` and
     the slide predicted unscaled); a given diameter or none reads no pixels."""
     if options.diameter != "auto":
-        return predictor.scale_for(level0, options)
+        return predictor.scale_for(image, options)
     try:
-        return predictor.scale_for(tissue_tile(level0, tissue, predictor.tile_size), options)
+        return predictor.scale_for(tissue_tile(image, tissue, predictor.tile_size), options)
     except ImageReadError as exc:
         unreadable.append(f"{exc} (diameter not estimated)")
         return None, 1.0
@@ -100,7 +152,7 @@ def _slide_scale(predictor: Predictor, level0, tissue: TissueMap, options: Predi
 
 def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, watershed, params) -> str:
     """What a cached block's nuclei depend on: the network's weights and configuration, the
-    precision, the block size, TTA, scale, watershed values and normalisation."""
+    precision, the block size, TTA, level and region, scale, watershed values and normalisation."""
     import hashlib
 
     digest = hashlib.sha1(repr(predictor.config.to_dict()).encode())
@@ -109,7 +161,7 @@ def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, wate
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
     digest.update(repr((predictor.backend, getattr(predictor, "autocast", None), options.block_size, options.tta,
-                        scale, watershed, params)).encode())
+                        options.level, options.region, scale, watershed, params)).encode())
     return digest.hexdigest()
 
 
@@ -117,8 +169,8 @@ class _BlockWriter:
     """Streams each finished block's nuclei (:class:`BlockDone`) to the GeoJSON (``add_features``)
     and the table (``add_rows``), measured on the block's own pixels, in slide coordinates."""
 
-    def __init__(self, pixel_size: float | None) -> None:
-        self.pixel_size = pixel_size
+    def __init__(self, pixel_size: float | None, origin: tuple[int, int] = (0, 0), scale: float = 1.0) -> None:
+        self.pixel_size, self.origin, self.scale = pixel_size, origin, scale  # of level 0; level px; level-0 px per px
         self.labels: np.ndarray | None = None  # the slide's label map being painted
         self.add_features = None
         self.add_rows = None
@@ -137,15 +189,30 @@ class _BlockWriter:
         view = self.labels[r0:r1, c0:c1]
         mine = (view >= done.first) & (view <= done.last)
         local = np.where(mine, view - (done.first - 1), 0).astype(np.int32)
-        table = measure_nuclei(local, done.image, self.pixel_size)
-        moved = shift_table(table, done.first - 1, (r0, c0))
+        table = measure_nuclei(local, done.image, self.pixel_size * self.scale if self.pixel_size else None)
+        offset = (r0 + self.origin[0], c0 + self.origin[1])
+        moved = shift_table(table, done.first - 1, offset, self.scale)
         if self.add_rows is not None:
             self.add_rows(moved)
-            self.areas.append(table["area_px"])
+            self.areas.append(moved["area_px"])
         if self.add_features is not None:
             from ..geojson import label_features
 
-            self.add_features(label_features(local, moved | {"label": table["label"]}, (r0, c0), done.first - 1))
+            self.add_features(label_features(local, moved | {"label": table["label"]}, offset, done.first - 1,
+                                             self.scale))
+
+
+def _write_overlay(path: Path, thumbnail: np.ndarray, step: float, labels: np.ndarray,
+                   origin: tuple[int, int]) -> None:
+    """The overlay PNG at the thumbnail's resolution: ``labels`` (of the predicted window, which
+    starts at ``origin`` of its level) every ``step``-th pixel over the matching thumbnail crop."""
+    from ..overlay import colour_overlay
+
+    step = max(1, int(round(step)))
+    small = np.asarray(labels[::step, ::step])
+    ty, tx = int(round(origin[0] / step)), int(round(origin[1] / step))
+    crop = thumbnail[ty : ty + small.shape[0], tx : tx + small.shape[1]]
+    write_png(path, colour_overlay(crop, small[: crop.shape[0], : crop.shape[1]]))
 
 
 def read_thumbnail(slide: Slide, max_pixels: int = THUMBNAIL_PIXELS) -> tuple[int, np.ndarray]:
@@ -179,7 +246,9 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
     paths : where to write: ``labels`` (uint32 tiled pyramidal OME-TIFF),
         with ``options.geojson`` the GeoJSON (a ``.gz`` name is compressed), with
         ``options.measure`` the per-nucleus table, with ``options.overlay`` a thumbnail overlay.
-    options : as for any image; ``pixel_size`` (µm) overrides the slide's own.
+    options : as for any image; ``pixel_size`` (µm) overrides the slide's own; ``level`` and
+        ``region`` choose what is predicted (:func:`slide_window`). The label image has that
+        level's pixels over the region; the GeoJSON and the table are in level-0 pixels.
     progress : wraps the loop over blocks (described "slide blocks"; the command line draws a
         bar with an ETA: blocks are of near-equal size, glass ones skipped at once).
 
@@ -195,18 +264,18 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
         if no thumbnail level can be read (:func:`read_thumbnail`).
     """
     t0 = time.perf_counter()
-    level0 = slide.level(0)
+    window, d = slide_window(slide, options)
     k, thumbnail = read_thumbnail(slide)
     norm = predictor.config.normalization
     params = input_params(thumbnail, norm.channels, norm.p_low, norm.p_high)
-    tissue = TissueMap(tissue_mask(thumbnail), slide.info.downsamples[k])
+    tissue = TissueMap(tissue_mask(thumbnail), slide.info.downsamples[k] / d, window.origin)
     pixel_size = options.pixel_size or slide.info.pixel_size
     unreadable: list[str] = []
-    diameter, scale = _slide_scale(predictor, level0, tissue, options, unreadable)
+    diameter, scale = _slide_scale(predictor, window, tissue, options, unreadable)
     watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
     cache = BlockCache(paths.labels.parent / f".{paths.labels.stem}.blocks",
                        _cache_key(predictor, options, scale, watershed, params), fresh=not options.skip_existing)
-    writer = _BlockWriter(pixel_size)
+    writer = _BlockWriter(pixel_size, window.origin, d)
     with ExitStack() as stack:
         if options.geojson:
             from ..geojson import feature_writer
@@ -216,21 +285,17 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
             writer.add_rows = stack.enter_context(table_writer(paths.nuclei_table, COLUMNS))
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{paths.labels.name}.",
                                                                       dir=paths.labels.parent)))
-        writer.labels = np.memmap(folder / "labels.u32", np.uint32, "w+", shape=slide.shape)  # zeros
-        _, stats = predict_blockwise(predictor, level0, options.block_size, DEFAULT_HALO, watershed, options.tta,
+        writer.labels = np.memmap(folder / "labels.u32", np.uint32, "w+", shape=window.shape[:2])  # zeros
+        _, stats = predict_blockwise(predictor, window, options.block_size, DEFAULT_HALO, watershed, options.tta,
                                      out=writer.labels, progress=progress, scale=scale, params=params, tissue=tissue,
                                      on_block=writer, on_read_error=lambda box, exc: unreadable.append(str(exc)),
                                      cache=cache)
         if options.overlay:
-            from ..overlay import colour_overlay
-
-            step = max(1, int(round(slide.info.downsamples[k])))
-            small = np.asarray(writer.labels[::step, ::step][: thumbnail.shape[0], : thumbnail.shape[1]])
-            write_png(paths.overlay, colour_overlay(thumbnail[: small.shape[0], : small.shape[1]], small))
-        write_label_pyramid(paths.labels, writer.labels, pixel_size)
+            _write_overlay(paths.overlay, thumbnail, slide.info.downsamples[k] / d, writer.labels, window.origin)
+        write_label_pyramid(paths.labels, writer.labels, pixel_size * d if pixel_size else None)
         writer.labels = None  # closes the map before its folder goes
     cache.remove()  # every output is in place: the finished blocks are no longer needed
-    h, w = slide.shape
+    h, w = window.shape[:2]
     blocks = stats.blocks + stats.skipped
     areas = writer.areas
     table = {"area_px": np.concatenate(areas) if areas else np.zeros(0, np.int64)} if options.measure else None
