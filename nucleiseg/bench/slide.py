@@ -3,8 +3,9 @@
 A slide is built from real images (:class:`TileMosaic`: H&E images tiled with alternating flips
 inside an elliptical tissue outline, glass around it) as a pyramidal, JPEG-tiled TIFF with an
 SVS description and pixel size (:func:`~nucleiseg.data.slides.write_slide`), and predicted by
-``nucleiseg predict SLIDE --geojson`` in a fresh process, whose peak resident memory is read
-from the kernel (``os.wait4``). The whole-image path (reading level 0 into memory, block-wise
+:func:`~nucleiseg.inference.slide.predict_slide_file` (what ``nucleiseg predict SLIDE --geojson``
+runs) in a fresh process, whose peak resident memory is read from the kernel (``os.wait4``), with
+the seconds spent reading, in the network, in the watershed and writing. The whole-image path (reading level 0 into memory, block-wise
 prediction, GeoJSON from the whole label image: nucleiseg before issue 24) runs on the same file
 in another fresh process when the slide fits in memory. The two label images are compared with
 the DSB score (the lazy path takes its normalisation from the thumbnail level and estimates the
@@ -101,6 +102,19 @@ def _run(command: list[str]) -> tuple[float, float, str]:
         return seconds, usage.ru_maxrss / 1024, out.read()
 
 
+_LAZY = """
+import json, sys
+from pathlib import Path
+from nucleiseg.inference.predictor import PredictOptions, load_model
+from nucleiseg.inference.slide import predict_slide_file
+from nucleiseg.io import output_paths
+path, out, precision = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+r = predict_slide_file(load_model(None, "cpu", precision=precision), path, output_paths(out, path.stem),
+                       PredictOptions(geojson=True, overlay=False))
+print(json.dumps({"n_nuclei": r.n_nuclei, "scale": r.scale, "unreadable": r.unreadable,
+                  "tissue_fraction": r.tissue_fraction, "stats": r.stats._asdict()}))
+"""
+
 _LEGACY = """
 import json, sys, time
 from pathlib import Path
@@ -131,12 +145,11 @@ def bench_slide(source: Path | None, side: int, tissue: float = 0.6, pixel_size:
     write_slide(slide, mosaic, pixel_size, "svs", tile=256, compression="jpeg")
     result: dict = {"machine": machine(), "side": side, "megapixels": side * side / 1e6, "tissue": tissue,
                     "slide_MB": slide.stat().st_size / 1e6, "build_s": time.perf_counter() - t0, "rows": []}
-    exe = [sys.executable, "-m", "nucleiseg"]
-    seconds, peak, out = _run(exe + ["-q", "predict", str(slide), "-o", str(folder / "lazy"), "--geojson", "--no-overlay",
-                                     "--precision", precision, "--json"])
-    info = json.loads(out)["results"][0]
+    seconds, peak, out = _run([sys.executable, "-c", _LAZY, str(slide), str(folder / "lazy"), precision])
+    info = json.loads(out)
     result["rows"].append({"path": "slide, read lazily (this version)", "seconds": seconds, "peak_MB": peak,
-                           "nuclei": info["n_nuclei"], "scale": info["scale"], "error": info["error"]})
+                           "nuclei": info["n_nuclei"], "scale": info["scale"], "error": "; ".join(info["unreadable"]),
+                           "tissue_blocks": info["tissue_fraction"], "stats": info["stats"]})
     if whole_image:
         seconds, peak, out = _run([sys.executable, "-c", _LEGACY, str(slide), str(folder / "whole"), precision])
         info = json.loads(out)["results"][0]
@@ -164,6 +177,11 @@ def format_slide(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"{r['path']:<44} {r['seconds']:>8.1f} {r['megapixels_per_s']:>7.2f} {r['peak_MB']:>8.0f} "
                      f"{r['nuclei']:>8} {r['scale']:>6.2f}" + (f"  ({r['error']})" if r["error"] else ""))
+    stats = result["rows"][0].get("stats")
+    if stats:
+        lines.append(f"lazy path: {stats['blocks']} blocks predicted, {stats['skipped']} skipped (glass); seconds "
+                     f"reading + normalising {stats['read_s']:.1f}, network {stats['network_s']:.1f}, watershed "
+                     f"{stats['watershed_s']:.1f}, writing {stats['output_s']:.1f}")
     if "dsb_between_paths" in result:
         lines.append(f"DSB score of the lazy path's labels against the whole-image path's: {result['dsb_between_paths']:.4f}")
     lines.append(result["machine"])
