@@ -105,6 +105,26 @@ def pyramid_levels(shape: tuple[int, int]) -> int:
     return int(np.ceil(np.log2(max(shape) / PYRAMID_SMALLEST_SIDE)))
 
 
+def ome_metadata(axes: str, pixel_size: float | None) -> dict:
+    """tifffile's OME ``metadata`` for an image of ``axes`` ("YX", "YXS"), with ``pixel_size``
+    (micrometres per pixel) as OME-XML ``PhysicalSizeX`` / ``PhysicalSizeY`` in µm."""
+    metadata = {"axes": axes}
+    if pixel_size is not None:
+        metadata |= {"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
+                     "PhysicalSizeYUnit": "µm"}
+    return metadata
+
+
+def resolution_tags(pixel_size: float | None, factor: float = 1) -> dict:
+    """tifffile's ``resolution`` / ``resolutionunit`` arguments (pixels per centimetre, TIFF 6.0
+    section 8) for a level ``factor`` times coarser than ``pixel_size`` micrometres per pixel;
+    {} without a pixel size."""
+    if pixel_size is None:
+        return {}
+    per_cm = 1e4 / (pixel_size * factor)
+    return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
+
+
 def write_label_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
     """Write ``labels`` (an (H, W) integer array or memory map, written as its dtype) as TIFF at
     ``path`` (not atomic: see :func:`write_label_image`).
@@ -127,24 +147,14 @@ def write_label_tiff(path: str | os.PathLike, labels: np.ndarray, pixel_size: fl
         raise ValueError(f"pixel size must be > 0 micrometres, got {pixel_size}")
     n_levels = pyramid_levels(labels.shape)
     ome = pixel_size is not None or n_levels > 0
-    metadata = {"axes": "YX"}
-    if pixel_size is not None:
-        metadata |= {"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
-                     "PhysicalSizeYUnit": "µm"}
-
-    def resolution(factor: int) -> dict:
-        if pixel_size is None:
-            return {}
-        per_cm = 1e4 / (pixel_size * factor)
-        return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-
     with tifffile.TiffWriter(path, ome=ome) as tif:
-        tif.write(labels, photometric="minisblack", subifds=n_levels or None, metadata=metadata if ome else None,
-                  software=LABEL_SOFTWARE, **resolution(1))
+        tif.write(labels, photometric="minisblack", subifds=n_levels or None,
+                  metadata=ome_metadata("YX", pixel_size) if ome else None, software=LABEL_SOFTWARE,
+                  **resolution_tags(pixel_size))
         for level in range(1, n_levels + 1):
             step = 2**level
             tif.write(np.ascontiguousarray(labels[::step, ::step]), photometric="minisblack", subfiletype=1,
-                      **resolution(step))
+                      **resolution_tags(pixel_size, step))
 
 
 def write_label_image(path: str | os.PathLike, labels: np.ndarray, pixel_size: float | None = None) -> None:
@@ -225,10 +235,6 @@ def write_label_pyramid(path: str | os.PathLike, labels: np.ndarray, pixel_size:
         raise ValueError(f"pixel size must be > 0 micrometres, got {pixel_size}")
     h, w = labels.shape
     n_levels = pyramid_levels((h, w))
-    metadata = {"axes": "YX"}
-    if pixel_size is not None:
-        metadata |= {"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
-                     "PhysicalSizeYUnit": "µm"}
 
     def tiles(step: int):
         t = LABEL_TILE
@@ -243,16 +249,13 @@ def write_label_pyramid(path: str | os.PathLike, labels: np.ndarray, pixel_size:
             release_pages(labels)
 
     def options(step: int) -> dict:
-        out = {"dtype": np.uint32, "tile": (LABEL_TILE, LABEL_TILE), "photometric": "minisblack",
-               "compression": "zlib", "shape": (-(-h // step), -(-w // step))}
-        if pixel_size is not None:
-            per_cm = 1e4 / (pixel_size * step)
-            out |= {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-        return out
+        return {"dtype": np.uint32, "tile": (LABEL_TILE, LABEL_TILE), "photometric": "minisblack",
+                "compression": "zlib", "shape": (-(-h // step), -(-w // step))} | resolution_tags(pixel_size, step)
 
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=h * w * 4 > 2**31, ome=True) as tif:
-            tif.write(tiles(1), subifds=n_levels or None, metadata=metadata, software=LABEL_SOFTWARE, **options(1))
+            tif.write(tiles(1), subifds=n_levels or None, metadata=ome_metadata("YX", pixel_size),
+                      software=LABEL_SOFTWARE, **options(1))
             for level in range(1, n_levels + 1):
                 tif.write(tiles(2**level), subfiletype=1, **options(2**level))
 

@@ -339,7 +339,7 @@ def write_slide(path: str | os.PathLike, image, pixel_size: float | None = None,
     """
     import tifffile
 
-    from ..io import atomic_path
+    from ..io import atomic_path, ome_metadata, resolution_tags
 
     if metadata not in SLIDE_METADATA:
         raise ValueError(f"metadata must be one of {', '.join(SLIDE_METADATA)}, got {metadata!r}")
@@ -353,39 +353,27 @@ def write_slide(path: str | os.PathLike, image, pixel_size: float | None = None,
     while max(h, w) / 2**n_levels > smallest_side:
         n_levels += 1
 
-    def tiles(level: int):
-        return _level_tiles(image, level, tile)
-
     photometric = "rgb" if len(shape) == 3 else "minisblack"
     description = None
     if metadata == "svs":
         description = (f"Aperio Image Library v12.0.15 \r\n{w}x{h} ({tile}x{tile}) JPEG/RGB Q=90|AppMag = 40"
                        + (f"|MPP = {pixel_size:.4f}" if pixel_size else ""))
-
-    def resolution(level: int) -> dict:
-        if not pixel_size:
-            return {}
-        per_cm = 1e4 / (pixel_size * 2**level)
-        return {"resolution": (per_cm, per_cm), "resolutionunit": "CENTIMETER"}
-
-    ome_metadata = {"axes": "YXS" if len(shape) == 3 else "YX"}
-    if pixel_size:
-        ome_metadata |= {"PhysicalSizeX": pixel_size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": pixel_size,
-                         "PhysicalSizeYUnit": "µm"}
+    pixel_size = pixel_size or None  # 0 or None: no pixel size written
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=True, ome=metadata == "ome") as tif:
             common = {"dtype": np.uint8, "tile": (tile, tile), "photometric": photometric, "compression": compression}
             sub = n_levels if metadata != "svs" and n_levels else None
-            tif.write(tiles(0), shape=shape, subifds=sub, description=description,
-                      metadata=ome_metadata if metadata == "ome" else None, **common, **resolution(0))
+            tif.write(_level_tiles(image, 0, tile), shape=shape, subifds=sub, description=description,
+                      metadata=ome_metadata("YXS" if len(shape) == 3 else "YX", pixel_size) if metadata == "ome"
+                      else None, **common, **resolution_tags(pixel_size))
             if metadata == "svs":  # Aperio's second page: a small untiled thumbnail, then the levels
-                tif.write(next(tiles(n_levels)), photometric=photometric, compression=compression,
-                          description=description)
+                tif.write(next(_level_tiles(image, n_levels, tile)), photometric=photometric,
+                          compression=compression, description=description)
             for level in range(1, n_levels + 1):
                 lshape = (-(-h // 2**level), -(-w // 2**level)) + shape[2:]
                 # SVS levels are plain tiled pages (Aperio's layout), OME / TIFF ones reduced SubIFDs
-                tif.write(tiles(level), shape=lshape, subfiletype=0 if metadata == "svs" else 1, **common,
-                          **resolution(level))
+                tif.write(_level_tiles(image, level, tile), shape=lshape, subfiletype=0 if metadata == "svs" else 1,
+                          **common, **resolution_tags(pixel_size, 2**level))
 
 
 def _level_tiles(image, level: int, tile: int):

@@ -116,7 +116,6 @@ class BlockCache:
             for old in self.folder.glob("block_*.npz"):
                 old.unlink()
             atomic_write(marker, lambda tmp: tmp.write_text(key))
-        self.hits = 0
 
     def remove(self) -> None:
         """Delete the folder and every block in it."""
@@ -141,7 +140,6 @@ class BlockCache:
         flat = np.unpackbits(bits, count=int(sizes.sum())).astype(bool)
         ends = np.cumsum(sizes)
         masks = [flat[e - n : e].reshape(shape) for e, n, shape in zip(ends, sizes, shapes.tolist())]
-        self.hits += 1
         return BlockObjects([tuple(o) for o in origins.tolist()], masks, truncated)
 
     def put(self, i: int, j: int, objects: BlockObjects) -> None:
@@ -295,7 +293,8 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
 
 def _block_result(predictor, image, ij: tuple[int, int], core: tuple[int, int, int, int],
                   box: tuple[int, int, int, int], params: InputParams, watershed: WatershedParams, tta: bool,
-                  scale: float, cache: BlockCache | None, pixels: bool) -> tuple[np.ndarray | None, BlockObjects, np.ndarray]:
+                  scale: float, cache: BlockCache | None,
+                  pixels: bool) -> tuple[np.ndarray | None, BlockObjects, np.ndarray]:
     """:func:`_segment_block`, or block ``ij``'s nuclei from ``cache`` (its pixels read again only
     when ``pixels`` asks for them, zero seconds counted); a newly segmented block is cached."""
     cached = cache.get(*ij) if cache is not None else None
