@@ -11,39 +11,30 @@ group images by the factor the estimate asked for (shrink, none, enlarge).
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 
 import numpy as np
 
-from nucleiseg.evaluation import evaluation_sets
+from nucleiseg.bench.common import validation_items, validation_study_args
 from nucleiseg.inference.predictor import PredictOptions, Predictor
 from nucleiseg.labels import median_diameter
 from nucleiseg.metrics import image_metrics
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsb2018")
-    parser.add_argument("--monuseg")
-    parser.add_argument("--model")
-    parser.add_argument("--json")
-    args = parser.parse_args()
+    args = validation_study_args(__doc__.splitlines()[0])
     predictor = Predictor.from_file(args.model, "cpu")
     rows = []
-    for s in evaluation_sets(args.dsb2018, args.monuseg):
-        if s.name not in ("DSB2018 validation", "MoNuSeg 2018 validation"):
-            continue
-        for item in s.collection.items(s.image_ids):
-            true_d = median_diameter(item.labels)[0]
-            est_d, est_scale = predictor.scale_for(item.image, PredictOptions(diameter="auto"))
-            scores = {}
-            for name, options in (("none", PredictOptions()), ("auto", PredictOptions(diameter="auto")),
-                                  ("oracle", PredictOptions(diameter=true_d))):
-                scores[name] = image_metrics(item.labels, predictor.predict(item.image, options)).dsb_score
-            rows.append({"set": s.name, "image_id": item.image_id, "true_diameter": true_d, "estimate": est_d,
-                         "scale": est_scale, **scores})
+    for set_name, item in validation_items(args.dsb2018, args.monuseg):
+        true_d = median_diameter(item.labels)[0]
+        est_d, est_scale = predictor.scale_for(item.image, PredictOptions(diameter="auto"))
+        scores = {}
+        for name, options in (("none", PredictOptions()), ("auto", PredictOptions(diameter="auto")),
+                              ("oracle", PredictOptions(diameter=true_d))):
+            scores[name] = image_metrics(item.labels, predictor.predict(item.image, options)).dsb_score
+        rows.append({"set": set_name, "image_id": item.image_id, "true_diameter": true_d, "estimate": est_d,
+                     "scale": est_scale, **scores})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

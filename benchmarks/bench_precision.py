@@ -12,45 +12,36 @@ native bf16 only if the mean agreement is at least 0.99.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import numpy as np
 
-from nucleiseg.bench.common import machine
-from nucleiseg.evaluation import evaluation_sets
+from nucleiseg.bench.common import machine, validation_items, validation_study_args
 from nucleiseg.inference.predictor import PredictOptions, Predictor
 from nucleiseg.metrics import image_metrics
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsb2018")
-    parser.add_argument("--monuseg")
-    parser.add_argument("--model")
-    parser.add_argument("--json")
-    args = parser.parse_args()
+    args = validation_study_args(__doc__.splitlines()[0])
     predictors = {p: Predictor.from_file(args.model, "cpu", precision=p) for p in ("fp32", "bf16")}
     options = PredictOptions()
     rows = []
-    for s in evaluation_sets(args.dsb2018, args.monuseg):
-        if s.name not in ("DSB2018 validation", "MoNuSeg 2018 validation"):
-            continue
-        for item in s.collection.items(s.image_ids):
-            row = {"set": s.name, "image_id": item.image_id}
-            labels = {}
-            for name, predictor in predictors.items():
-                t0 = time.perf_counter()
-                labels[name] = predictor.predict(item.image, options)
-                row[f"{name}_s"] = time.perf_counter() - t0
-                row[f"{name}_dsb"] = image_metrics(item.labels, labels[name]).dsb_score
-            row["agreement"] = image_metrics(labels["fp32"], labels["bf16"]).dsb_score
-            rows.append(row)
+    for set_name, item in validation_items(args.dsb2018, args.monuseg):
+        row = {"set": set_name, "image_id": item.image_id}
+        labels = {}
+        for name, predictor in predictors.items():
+            t0 = time.perf_counter()
+            labels[name] = predictor.predict(item.image, options)
+            row[f"{name}_s"] = time.perf_counter() - t0
+            row[f"{name}_dsb"] = image_metrics(item.labels, labels[name]).dsb_score
+        row["agreement"] = image_metrics(labels["fp32"], labels["bf16"]).dsb_score
+        rows.append(row)
     out = {"machine": machine(), "rows": rows}
     for s in sorted({r["set"] for r in rows}) + ["all"]:
         sel = [r for r in rows if s in ("all", r["set"])]
-        summary = {k: float(np.mean([r[k] for r in sel])) for k in ("agreement", "fp32_dsb", "bf16_dsb", "fp32_s", "bf16_s")}
+        keys = ("agreement", "fp32_dsb", "bf16_dsb", "fp32_s", "bf16_s")
+        summary = {k: float(np.mean([r[k] for r in sel])) for k in keys}
         summary["min_agreement"] = float(min(r["agreement"] for r in sel))
         out[s] = summary
         print(f"{s}: {len(sel)} images, agreement (DSB of bf16 against fp32) mean {summary['agreement']:.4f} "

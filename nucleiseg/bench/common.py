@@ -70,3 +70,30 @@ def to_json(result: dict) -> str:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
     return json.dumps(result, indent=1, default=plain)
+
+
+#: The validation sets the benchmarks' studies choose on (never the test set).
+VALIDATION_SETS = ("DSB2018 validation", "MoNuSeg 2018 validation")
+
+
+def validation_study_args(description: str):
+    """The command line of a validation study in benchmarks/: ``--dsb2018`` (a stage1_train
+    folder), ``--monuseg`` (MoNuSeg 2018 with train/ and test/), ``--model`` (None: the bundled
+    model), ``--json`` (a file for the results); parsed from ``sys.argv``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    for name in ("--dsb2018", "--monuseg", "--model", "--json"):
+        parser.add_argument(name)
+    return parser.parse_args()
+
+
+def validation_items(dsb2018: str | os.PathLike | None, monuseg: str | os.PathLike | None):
+    """(set name, labeled item) of every image of :data:`VALIDATION_SETS` found under the folders
+    (:func:`nucleiseg.evaluation.evaluation_sets`), in the sets' order."""
+    from ..evaluation import evaluation_sets
+
+    for s in evaluation_sets(dsb2018, monuseg):
+        if s.name in VALIDATION_SETS:
+            for item in s.collection.items(s.image_ids):
+                yield s.name, item
