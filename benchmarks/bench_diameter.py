@@ -30,7 +30,7 @@ def main() -> None:
         true_d = median_diameter(item.labels)[0]
         est_d, est_scale = predictor.scale_for(item.image, PredictOptions(diameter="auto"))
         scores = {}
-        for name, options in (("none", PredictOptions()), ("auto", PredictOptions(diameter="auto")),
+        for name, options in (("none", PredictOptions(diameter=None)), ("auto", PredictOptions(diameter="auto")),
                               ("oracle", PredictOptions(diameter=true_d))):
             scores[name] = image_metrics(item.labels, predictor.predict(item.image, options)).dsb_score
         rows.append({"set": set_name, "image_id": item.image_id, "true_diameter": true_d, "estimate": est_d,
