@@ -15,6 +15,7 @@ many crops per step.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -66,8 +67,11 @@ def init(device: torch.device) -> tuple[DistContext, torch.device]:
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (a no-op when not distributed)."""
+    """Leave the process group (a no-op when not distributed). Drop the DistributedDataParallel
+    wrapper first: the group it holds must not outlive the interpreter's own shutdown, where
+    freeing it aborted the process ("terminate called without an active exception")."""
     if ctx.active and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -180,10 +180,7 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
     """
     out, cfg = Path(out), cfg.with_budget()
     ctx, device = ddp.init(choose_device(device))
-    if not ctx.is_main:  # rank 0 alone reports
-        log, progress = (lambda message: None), no_progress
-    else:
-        log = logger.info
+    log, progress = (logger.info, progress) if ctx.is_main else ((lambda message: None), no_progress)  # rank 0 reports
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
     train_set, val_set, trained_on = load_collections(paths, cfg.border_width, cfg.p_low, cfg.p_high,
@@ -232,10 +229,12 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
             if ddp.any_rank(bool(stop), ctx, device):
                 if ctx.is_main:
                     state.save(resume_path(out))
+                del net  # as below
                 ddp.shutdown(ctx)
                 raise TrainingInterrupted(f"stopped by {stop[0]} at step {state.step}; state saved to "
                                           f"{resume_path(out)}, continue with --resume")
             done = last
+    del net  # DDP's reducer holds the process group: freed later, at exit, it aborted 1 run in 10 (gloo)
     ddp.shutdown(ctx)
     return _finish(out, cfg, state, train_set, val_set, device, log) if ctx.is_main else None
 
