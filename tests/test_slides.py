@@ -340,3 +340,30 @@ def test_region_and_level_come_back_in_level0_pixels(tmp_path, predictor):
     assert bad.status == "failed" and "lies outside the slide" in bad.error
     [bad] = predict_files([path], tmp_path / "bad", predictor, PredictOptions(**base, level=7))
     assert bad.status == "failed" and "no level 7 (the slide has 3)" in bad.error
+
+
+@pytest.mark.slow
+def test_slide_spread_over_a_cluster_in_regions_equals_one_process(tmp_path, predictor):
+    """A slide's blocks predicted by region tasks on 2 workers, then written from the block
+    cache: the label image, GeoJSON and table of one process, byte for byte (issue 24 item 6)."""
+    pytest.importorskip("distributed", reason="the cluster extra is not installed")
+    from distributed import get_task_stream
+
+    from nucleiseg.inference.cluster import REGION_BLOCKS, connect, predict_on_cluster
+
+    path = tmp_path / "slide.tif"
+    write_slide(path, mosaic(3, 4, glass_cols=640), 0.25, "ome", compression="zlib", smallest_side=400)  # 768 x 1920
+    options = PredictOptions(block_size=320, diameter=None, geojson=True, measure=True, overlay=False)
+    [one] = predict_files([path], tmp_path / "one", predictor, options)
+    with connect(workers=2) as client, get_task_stream(client) as stream:
+        [spread] = predict_on_cluster(client, [path], tmp_path / "spread", None, options, device="cpu")
+    assert spread.status == one.status == "done" and not spread.error
+    assert spread.n_nuclei == one.n_nuclei > 100
+    for name in ("slide.geojson", "slide_nuclei.csv"):
+        assert (tmp_path / "spread" / name).read_text() == (tmp_path / "one" / name).read_text()
+    np.testing.assert_array_equal(read_label_image(tmp_path / "spread" / "slide.tif"),
+                                  read_label_image(tmp_path / "one" / "slide.tif"))
+    regions = [t for t in stream.data if t["key"].startswith("nucleiseg-region-")]
+    assert len(regions) == -(-15 // REGION_BLOCKS)  # 3 x 5 blocks reach tissue; the last column, glass, is not sent
+    assert len({t["worker"] for t in regions}) == 2
+    assert not (tmp_path / "spread" / ".slide.blocks").exists()

@@ -57,9 +57,12 @@ def wanted_outputs(out: Path, image_id: str, options: PredictOptions) -> list[Pa
 
 
 def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
-                keep_labels: bool = False, progress: Progress = no_progress) -> tuple[PredictResult, np.ndarray | None]:
+                keep_labels: bool = False, progress: Progress = no_progress,
+                resume_blocks: bool = False) -> tuple[PredictResult, np.ndarray | None]:
     """Predict one image into ``out`` (each file written atomically); never raises for a bad image.
-    ``progress`` wraps the blocks of a slide (:mod:`~nucleiseg.inference.slide`).
+    ``progress`` wraps the blocks of a slide (:mod:`~nucleiseg.inference.slide`); with
+    ``resume_blocks`` a slide's blocks already in its block cache are read back, not predicted
+    (as with ``options.skip_existing``; the blocks a Dask cluster's regions predicted).
 
     Returns (result, labels): labels (H, W) when the image was done, or skipped with
     ``keep_labels`` (read back, e.g. for a CSV) or ``options.measure``; None otherwise.
@@ -73,7 +76,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
                    if options.measure else None)
             return PredictResult(image_id, "skipped", summary=row), labels
         if is_slide(path):
-            return _predict_slide(predictor, image_id, path, out, options, t0, progress), None
+            return _predict_slide(predictor, image_id, path, out, options, t0, progress, resume_blocks), None
         if options.level or options.region is not None:
             raise ImageReadError(f"{path}: not a slide (a pyramidal or tiled TIFF); --level and --region apply "
                                  f"to slides only")
@@ -104,7 +107,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
 
 
 def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
-                   t0: float, progress: Progress) -> PredictResult:
+                   t0: float, progress: Progress, resume_blocks: bool = False) -> PredictResult:
     """A whole-slide image (:func:`~nucleiseg.data.slides.is_slide`), read lazily and written as it
     goes (:mod:`~nucleiseg.inference.slide`)."""
     from .slide import predict_slide_file
@@ -114,7 +117,8 @@ def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, o
                              f"--format {options.label_format} is for ordinary images")
     if options.channel is not None:
         raise ImageReadError(f"{path}: --channel does not apply to a slide (its RGB or gray level 0 is predicted)")
-    result = predict_slide_file(predictor, path, output_paths(out, image_id, options.label_format), options, progress)
+    result = predict_slide_file(predictor, path, output_paths(out, image_id, options.label_format), options, progress,
+                                resume=options.skip_existing or resume_blocks)
     seconds = time.perf_counter() - t0
     row = None
     if options.measure:

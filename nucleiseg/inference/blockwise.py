@@ -126,6 +126,10 @@ class BlockCache:
     def _path(self, i: int, j: int) -> Path:
         return self.folder / f"block_{i}_{j}.npz"
 
+    def has(self, i: int, j: int) -> bool:
+        """Whether block (i, j) is cached (without reading it)."""
+        return self._path(i, j).is_file()
+
     def get(self, i: int, j: int) -> BlockObjects | None:
         """Block (i, j)'s nuclei if cached (a damaged file counts as absent)."""
         path = self._path(i, j)
@@ -211,6 +215,41 @@ def extended_block(edges: tuple[list[int], list[int]], i: int, j: int, halo: int
                   max(core[2] - halo, 0), min(core[3] + halo, shape[1]))
 
 
+class BlockGrid(NamedTuple):
+    """The blocks of an image: ``edges`` (row boundaries, column boundaries, :func:`block_edges`),
+    the ``halo`` in pixels (rounded up to the U-Net's pooling grid) and the image's (H, W)."""
+
+    edges: tuple[list[int], list[int]]
+    halo: int
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, predictor, shape: tuple[int, ...], block_size: int, halo: int) -> "BlockGrid":
+        """The grid :func:`predict_blockwise` uses for an image of ``shape`` with ``predictor``.
+
+        Raises
+        ------
+        ValueError
+            if ``block_size`` is not more than twice ``halo``.
+        """
+        if halo < 0 or block_size <= 2 * halo:
+            raise ValueError(f"block_size ({block_size}) must exceed twice the halo ({halo})")
+        m = predictor.pooling_multiple
+        halo = -(-halo // m) * m  # a multiple of the pooling grid (see block_edges)
+        h, w = shape[:2]
+        return cls((block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)), halo, (h, w))
+
+    def blocks(self, tissue: "TissueMap | None" = None) -> list[tuple[int, int]]:
+        """(i, j) of every block in raster order; with ``tissue``, only those whose extended box
+        touches tissue."""
+        grid = [(i, j) for i in range(len(self.edges[0]) - 1) for j in range(len(self.edges[1]) - 1)]
+        return grid if tissue is None else [ij for ij in grid if tissue.any_in(self.boxes(*ij)[1])]
+
+    def boxes(self, i: int, j: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+        """(core, extended box) of block (i, j) (:func:`extended_block`)."""
+        return extended_block(self.edges, i, j, self.halo, self.shape)
+
+
 def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BLOCK_SIZE, halo: int = DEFAULT_HALO,
                       watershed: WatershedParams | None = None, tta: bool = False, out: np.ndarray | None = None,
                       progress: Progress = no_progress, scale: float = 1.0, params: InputParams | None = None,
@@ -252,22 +291,18 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     ValueError
         if ``block_size`` is not more than twice ``halo``.
     """
-    if halo < 0 or block_size <= 2 * halo:
-        raise ValueError(f"block_size ({block_size}) must exceed twice the halo ({halo})")
+    grid = BlockGrid.of(predictor, image.shape, block_size, halo)
     watershed = watershed or predictor.watershed
-    m = predictor.pooling_multiple
-    halo = -(-halo // m) * m  # a multiple of the pooling grid (see block_edges)
-    h, w = image.shape[:2]
-    edges = block_edges(h, block_size, halo, m), block_edges(w, block_size, halo, m)
+    h, w = grid.shape
     norm = predictor.config.normalization
     if params is None:
         params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
     blocks = nuclei = truncated = skipped = 0
     seconds = np.zeros(4)  # read, network, watershed, output
-    grid = [(i, j) for i in range(len(edges[0]) - 1) for j in range(len(edges[1]) - 1)]
-    for i, j in progress(grid, len(grid), "blocks"):
-        core, box = extended_block(edges, i, j, halo, (h, w))
+    everything = grid.blocks()
+    for i, j in progress(everything, len(everything), "blocks"):
+        core, box = grid.boxes(i, j)
         if tissue is not None and not tissue.any_in(box):
             skipped += 1
             continue
@@ -295,21 +330,21 @@ def _block_result(predictor, image, ij: tuple[int, int], core: tuple[int, int, i
                   box: tuple[int, int, int, int], params: InputParams, watershed: WatershedParams, tta: bool,
                   scale: float, cache: BlockCache | None,
                   pixels: bool) -> tuple[np.ndarray | None, BlockObjects, np.ndarray]:
-    """:func:`_segment_block`, or block ``ij``'s nuclei from ``cache`` (its pixels read again only
+    """:func:`segment_block`, or block ``ij``'s nuclei from ``cache`` (its pixels read again only
     when ``pixels`` asks for them, zero seconds counted); a newly segmented block is cached."""
     cached = cache.get(*ij) if cache is not None else None
     if cached is not None:
         r0, r1, c0, c1 = box
         return (image[r0:r1, c0:c1] if pixels else None), cached, np.zeros(4)
-    block, objects, times = _segment_block(predictor, image, core, box, params, watershed, tta, scale)
+    block, objects, times = segment_block(predictor, image, core, box, params, watershed, tta, scale)
     if cache is not None:
         cache.put(*ij, objects)
     return block, objects, times
 
 
-def _segment_block(predictor, image, core: tuple[int, int, int, int], box: tuple[int, int, int, int],
-                   params: InputParams, watershed: WatershedParams, tta: bool,
-                   scale: float) -> tuple[np.ndarray, BlockObjects, np.ndarray]:
+def segment_block(predictor, image, core: tuple[int, int, int, int], box: tuple[int, int, int, int],
+                  params: InputParams, watershed: WatershedParams, tta: bool,
+                  scale: float) -> tuple[np.ndarray, BlockObjects, np.ndarray]:
     """Read, normalise, predict and watershed the extended block ``box`` of ``image``: (its
     pixels, the nuclei of its ``core``, seconds spent reading + normalising, in the network, in
     the watershed + ownership). Raises what reading the pixels raises."""

@@ -12,6 +12,15 @@ finish. When a worker dies, Dask's scheduler runs its unfinished tasks on anothe
 atomic rename, a task run twice leaves one complete file, never a partial or a duplicate.
 The client then writes the Kaggle CSV (reading the label images back from OUT) and
 ``summary.csv``.
+
+A whole-slide image (:func:`~nucleiseg.data.slides.is_slide`) is spread over the workers in
+regions. One task plans it (:func:`~nucleiseg.inference.slide.plan_slide`: normalisation,
+tissue mask, diameter and scale, from the thumbnail and one tile) and lists its blocks with
+tissue; each region task then segments :data:`REGION_BLOCKS` of those blocks into the slide's
+block cache in OUT (:func:`~nucleiseg.inference.slide.predict_slide_blocks`, each block written
+atomically); when all are done, one task predicts the slide as a single process would, reading
+every block back from the cache (a block missing there, from a failed region, is predicted then),
+and writes the outputs. The nuclei are therefore those of one process, label for label.
 """
 
 from __future__ import annotations
@@ -24,10 +33,11 @@ from typing import Iterator
 
 from ..data.images import read_label_image
 from ..data.rle import write_submission
+from ..data.slides import is_slide
 from ..errors import MissingDependencyError, NucleisegError
 from ..io import output_paths
 from ..progress import Progress, no_progress
-from .batch import PredictResult, finish_summary, predict_one, unique_inputs
+from .batch import PredictResult, finish_summary, predict_one, unique_inputs, wanted_outputs
 from .predictor import PredictOptions
 from .tiling import DEFAULT_TILE_SIZE
 
@@ -39,6 +49,10 @@ except ImportError:
                                  "pip install 'nucleiseg[cluster]'") from None
 
 PLUGIN_NAME = "nucleiseg-model"
+#: Blocks of a slide per region task: small enough to spread a slide over many workers and to
+#: lose little when a worker dies, large enough that a task outlasts Dask's overhead (a 2048 px
+#: block takes seconds).
+REGION_BLOCKS = 4
 
 
 class ModelPlugin(WorkerPlugin):
@@ -63,11 +77,62 @@ class ModelPlugin(WorkerPlugin):
         self.predictor = None
 
 
-def _worker_predict(image_id: str, path: str, out: str, options: PredictOptions) -> PredictResult:
-    """One task: predict one image on this worker with the plugin's model."""
-    predictor = distributed.get_worker().plugins[PLUGIN_NAME].predictor
-    result, _ = predict_one(predictor, image_id, Path(path), Path(out), options)
+def _predictor():
+    return distributed.get_worker().plugins[PLUGIN_NAME].predictor
+
+
+def _worker_predict(image_id: str, path: str, out: str, options: PredictOptions,
+                    resume_blocks: bool = False) -> PredictResult:
+    """One task: predict one image on this worker with the plugin's model (a slide reading back
+    the blocks its regions left in the block cache, with ``resume_blocks``)."""
+    result, _ = predict_one(_predictor(), image_id, Path(path), Path(out), options, resume_blocks=resume_blocks)
     return result
+
+
+def _worker_slide_plan(image_id: str, path: str, out: str, options: PredictOptions):
+    """One task: (:class:`~nucleiseg.inference.slide.SlidePlan`, the blocks holding tissue) of a
+    slide; starts its block cache (emptied unless ``options.skip_existing``)."""
+    from ..data.slides import open_slide
+    from .blockwise import BlockCache
+    from .slide import block_cache_folder, plan_slide, slide_blocks, slide_predictor
+
+    predictor = slide_predictor(_predictor())
+    with open_slide(Path(path)) as slide:
+        plan, _ = plan_slide(predictor, slide, options)
+        blocks = slide_blocks(predictor, slide, options, plan)
+    folder = block_cache_folder(output_paths(Path(out), image_id, options.label_format))
+    BlockCache(folder, plan.key, fresh=not options.skip_existing)
+    return plan, folder, blocks
+
+
+def _worker_slide_region(path: str, options: PredictOptions, plan, folder: Path,
+                         blocks: list[tuple[int, int]]) -> list[str]:
+    """One task: blocks ``blocks`` of a slide into its block cache (unreadable ones named)."""
+    from ..data.slides import open_slide
+    from .slide import predict_slide_blocks
+
+    with open_slide(Path(path)) as slide:
+        return predict_slide_blocks(_predictor(), slide, options, plan, folder, blocks)
+
+
+def _spread_slide(client, run: str, image_id: str, path: Path, out: Path, options: PredictOptions,
+                  progress: Progress):
+    """Predict the slide at ``path`` in regions over the workers, then submit the task that
+    writes its outputs from their blocks; returns that task's future."""
+    planned = client.submit(_worker_slide_plan, image_id, str(path), str(out), options,
+                            key=f"nucleiseg-plan-{run}-{image_id}", retries=0)
+    try:
+        plan, folder, blocks = planned.result()
+    except Exception:  # not a readable slide: the last task reports why
+        plan, folder, blocks = None, None, []
+    regions = [client.submit(_worker_slide_region, str(path), options, plan, folder, blocks[k : k + REGION_BLOCKS],
+                             key=f"nucleiseg-region-{run}-{image_id}-{k // REGION_BLOCKS}", retries=0)
+               for k in range(0, len(blocks), REGION_BLOCKS)]
+    for _ in progress(_Counted(distributed.as_completed(regions), len(regions)), len(regions),
+                      f"{image_id} regions (Dask)"):
+        pass  # a failed region's blocks are predicted by the last task
+    return client.submit(_worker_predict, image_id, str(path), str(out), options, True,
+                         key=f"nucleiseg-predict-{run}-{image_id}", retries=0)
 
 
 class _Counted:
@@ -121,6 +186,8 @@ def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.Pa
     ``tile_size``, ``compile`` and ``backend`` ("torch" or "onnx", as
     :func:`~nucleiseg.inference.predictor.load_model`); ``options`` as for
     :func:`~nucleiseg.inference.batch.predict_files` (watershed None: the model's values).
+    A whole-slide image is spread over the workers in regions of :data:`REGION_BLOCKS` blocks
+    (see the module docstring), with the nuclei of one process.
     Returns one result per input image, in input order; a failed image is reported, never
     retried by hand (a *lost worker's* tasks are rerun by Dask itself).
     """
@@ -131,11 +198,18 @@ def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.Pa
     client.register_plugin(ModelPlugin(str(Path(model).resolve()) if model else None, device, tile_size, compile,
                                        backend))
     run = uuid.uuid4().hex[:8]  # keys unique to this run on a shared scheduler
-    futures = {}
+    futures, slides = {}, []
     for image_id, path in todo:
-        fut = client.submit(_worker_predict, image_id, str(Path(path).resolve()), str(out), options,
+        path = Path(path).resolve()
+        if is_slide(path) and not (options.skip_existing and all(p.is_file() for p in wanted_outputs(out, image_id,
+                                                                                                      options))):
+            slides.append((image_id, path))
+            continue
+        fut = client.submit(_worker_predict, image_id, str(path), str(out), options,
                             key=f"nucleiseg-predict-{run}-{image_id}", retries=0)
         futures[fut] = image_id
+    for image_id, path in slides:  # the images above run meanwhile
+        futures[_spread_slide(client, run, image_id, path, out, options, progress)] = image_id
     by_id: dict[str, PredictResult] = {}
     finished = _Counted(distributed.as_completed(futures), len(futures))
     for fut in progress(finished, len(futures), "predict (Dask)"):

@@ -31,9 +31,11 @@ from ..data.slides import Slide, tissue_mask
 from ..errors import ImageReadError
 from ..io import OutputPaths, release_pages, table_writer, write_label_pyramid, write_png
 from ..measure import COLUMNS, measure_nuclei
+from ..postprocess import WatershedParams
 from ..progress import Progress, no_progress
-from ..transforms import input_params
-from .blockwise import DEFAULT_HALO, BlockCache, BlockDone, BlockwiseStats, TissueMap, predict_blockwise
+from ..transforms import InputParams, input_params
+from .blockwise import (DEFAULT_HALO, BlockCache, BlockDone, BlockGrid, BlockwiseStats, TissueMap, predict_blockwise,
+                        segment_block)
 from .predictor import PredictOptions, Predictor, scaled_watershed
 
 #: The thumbnail (normalisation, tissue mask, overlay) is the largest level of at most this many pixels.
@@ -240,8 +242,104 @@ def read_thumbnail(slide: Slide, max_pixels: int = THUMBNAIL_PIXELS) -> tuple[in
     raise AssertionError("unreachable")
 
 
+@dataclass
+class SlidePlan:
+    """What every block of a slide is predicted with, decided once before any block: the input
+    normalisation and the tissue mask (from the thumbnail, level ``thumbnail_level``), the nuclei's
+    diameter (pixels, or None) and the scale, the watershed values at that scale, the pixel size
+    (µm per level-0 pixel, or None), the block cache's key, and what could not be read so far.
+    Small and picklable: the region tasks of a Dask cluster receive it
+    (:mod:`~nucleiseg.inference.cluster`)."""
+
+    params: InputParams
+    tissue: TissueMap
+    thumbnail_level: int
+    diameter: float | None
+    scale: float
+    watershed: WatershedParams
+    pixel_size: float | None
+    key: str
+    unreadable: list[str]
+
+
+def slide_predictor(predictor: Predictor) -> Predictor:
+    """``predictor``, or a copy of it (the same network) running at most :data:`SLIDE_TILE_BATCH`
+    tiles at a time."""
+    if predictor.batch_size <= SLIDE_TILE_BATCH:
+        return predictor
+    predictor = copy.copy(predictor)
+    predictor.batch_size = SLIDE_TILE_BATCH
+    return predictor
+
+
+def plan_slide(predictor: Predictor, slide: Slide, options: PredictOptions) -> tuple[SlidePlan, np.ndarray]:
+    """(:class:`SlidePlan`, the thumbnail's pixels) of ``slide`` under ``options``.
+
+    Raises
+    ------
+    ImageReadError
+        for a level or region the slide does not have (:func:`slide_window`), or when no
+        thumbnail level can be read (:func:`read_thumbnail`).
+    """
+    window, d = slide_window(slide, options)
+    k, thumbnail = read_thumbnail(slide)
+    norm = predictor.config.normalization
+    params = input_params(thumbnail, norm.channels, norm.p_low, norm.p_high)
+    tissue = TissueMap(tissue_mask(thumbnail), slide.info.downsamples[k] / d, window.origin)
+    unreadable: list[str] = []
+    diameter, scale = _slide_scale(predictor, window, tissue, options, unreadable)
+    watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
+    key = _cache_key(predictor, options, scale, watershed, params)
+    pixel_size = options.pixel_size or slide.info.pixel_size
+    return SlidePlan(params, tissue, k, diameter, scale, watershed, pixel_size, key, unreadable), thumbnail
+
+
+def block_cache_folder(paths: OutputPaths) -> Path:
+    """Where the finished blocks of the slide written to ``paths`` are kept until its outputs are
+    (:class:`~nucleiseg.inference.blockwise.BlockCache`): ``.<ImageId>.blocks`` beside them."""
+    return paths.labels.parent / f".{paths.labels.stem}.blocks"
+
+
+def slide_blocks(predictor: Predictor, slide: Slide, options: PredictOptions, plan: SlidePlan) -> list[tuple[int, int]]:
+    """(i, j) of every block of the slide's window that holds tissue, in raster order (the grid
+    of :func:`~nucleiseg.inference.blockwise.predict_blockwise`)."""
+    window, _ = slide_window(slide, options)
+    return BlockGrid.of(predictor, window.shape, options.block_size, DEFAULT_HALO).blocks(plan.tissue)
+
+
+def predict_slide_blocks(predictor: Predictor, slide: Slide, options: PredictOptions, plan: SlidePlan,
+                         folder: Path, blocks: list[tuple[int, int]]) -> list[str]:
+    """Segment blocks ``blocks`` of the slide into the block cache in ``folder`` (those already
+    there are left), exactly as :func:`predict_slide` would: one region of a slide spread over
+    several processes, whose :func:`predict_slide` then reads every block back. Returns one line
+    per block skipped for a tile that could not be read.
+
+    Raises
+    ------
+    ImageReadError
+        for a level or region the slide does not have.
+    """
+    predictor = slide_predictor(predictor)
+    window, _ = slide_window(slide, options)
+    grid = BlockGrid.of(predictor, window.shape, options.block_size, DEFAULT_HALO)
+    cache = BlockCache(folder, plan.key)
+    unreadable = []
+    for i, j in blocks:
+        if cache.has(i, j):
+            continue
+        core, box = grid.boxes(i, j)
+        try:
+            _, objects, _ = segment_block(predictor, window, core, box, plan.params, plan.watershed, options.tta,
+                                          plan.scale)
+        except ImageReadError as exc:
+            unreadable.append(str(exc))
+            continue
+        cache.put(i, j, objects)
+    return unreadable
+
+
 def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, options: PredictOptions,
-                  progress: Progress = no_progress) -> SlideResult:
+                  progress: Progress = no_progress, resume: bool | None = None) -> SlideResult:
     """Label every nucleus of ``slide`` (see the module docstring) into ``paths``.
 
     Parameters
@@ -256,6 +354,8 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
         level's pixels over the region; the GeoJSON and the table are in level-0 pixels.
     progress : wraps the loop over blocks (described "slide blocks"; the command line draws a
         bar with an ETA: blocks are of near-equal size, glass ones skipped at once).
+    resume : read finished blocks back from the block cache (:func:`block_cache_folder`) rather
+        than predict them again; None: with ``options.skip_existing``.
 
     Returns
     -------
@@ -269,21 +369,13 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
         if no thumbnail level can be read (:func:`read_thumbnail`).
     """
     t0 = time.perf_counter()
-    if predictor.batch_size > SLIDE_TILE_BATCH:
-        predictor = copy.copy(predictor)  # the same network, fewer tiles at a time
-        predictor.batch_size = SLIDE_TILE_BATCH
+    predictor = slide_predictor(predictor)
     window, d = slide_window(slide, options)
-    k, thumbnail = read_thumbnail(slide)
-    norm = predictor.config.normalization
-    params = input_params(thumbnail, norm.channels, norm.p_low, norm.p_high)
-    tissue = TissueMap(tissue_mask(thumbnail), slide.info.downsamples[k] / d, window.origin)
-    pixel_size = options.pixel_size or slide.info.pixel_size
-    unreadable: list[str] = []
-    diameter, scale = _slide_scale(predictor, window, tissue, options, unreadable)
-    watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
-    cache = BlockCache(paths.labels.parent / f".{paths.labels.stem}.blocks",
-                       _cache_key(predictor, options, scale, watershed, params), fresh=not options.skip_existing)
-    writer = _BlockWriter(pixel_size, window.origin, d)
+    plan, thumbnail = plan_slide(predictor, slide, options)
+    unreadable = list(plan.unreadable)
+    cache = BlockCache(block_cache_folder(paths), plan.key,
+                       fresh=not (options.skip_existing if resume is None else resume))
+    writer = _BlockWriter(plan.pixel_size, window.origin, d)
     with ExitStack() as stack:
         if options.geojson:
             from ..geojson import feature_writer
@@ -294,25 +386,26 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{paths.labels.name}.",
                                                                       dir=paths.labels.parent)))
         writer.labels = np.memmap(folder / "labels.u32", np.uint32, "w+", shape=window.shape[:2])  # zeros
-        _, stats = predict_blockwise(predictor, window, options.block_size, DEFAULT_HALO, watershed, options.tta,
-                                     out=writer.labels, progress=progress, scale=scale, params=params, tissue=tissue,
-                                     on_block=writer, on_read_error=lambda box, exc: unreadable.append(str(exc)),
-                                     cache=cache)
+        _, stats = predict_blockwise(predictor, window, options.block_size, DEFAULT_HALO, plan.watershed,
+                                     options.tta, out=writer.labels, progress=progress, scale=plan.scale,
+                                     params=plan.params, tissue=plan.tissue, on_block=writer,
+                                     on_read_error=lambda box, exc: unreadable.append(str(exc)), cache=cache)
         if options.overlay:
-            _write_overlay(paths.overlay, thumbnail, slide.info.downsamples[k] / d, writer.labels, window.origin)
-        write_label_pyramid(paths.labels, writer.labels, pixel_size * d if pixel_size else None)
+            _write_overlay(paths.overlay, thumbnail, slide.info.downsamples[plan.thumbnail_level] / d, writer.labels,
+                           window.origin)
+        write_label_pyramid(paths.labels, writer.labels, plan.pixel_size * d if plan.pixel_size else None)
         writer.labels = None  # closes the map before its folder goes
     cache.remove()  # every output is in place: the finished blocks are no longer needed
     h, w = window.shape[:2]
     blocks = stats.blocks + stats.skipped
     areas = writer.areas
     table = {"area_px": np.concatenate(areas) if areas else np.zeros(0, np.int64)} if options.measure else None
-    return SlideResult(stats.nuclei, stats, diameter, scale, pixel_size, h * w / 1e6,
+    return SlideResult(stats.nuclei, stats, plan.diameter, plan.scale, plan.pixel_size, h * w / 1e6,
                        stats.blocks / blocks if blocks else 0.0, time.perf_counter() - t0, table, unreadable)
 
 
 def predict_slide_file(predictor: Predictor, path: Path, paths: OutputPaths, options: PredictOptions,
-                       progress: Progress = no_progress) -> SlideResult:
+                       progress: Progress = no_progress, resume: bool | None = None) -> SlideResult:
     """:func:`predict_slide` on the slide file at ``path`` (opened and closed here).
 
     Raises
@@ -323,4 +416,4 @@ def predict_slide_file(predictor: Predictor, path: Path, paths: OutputPaths, opt
     from ..data.slides import open_slide
 
     with open_slide(path) as slide:
-        return predict_slide(predictor, slide, paths, options, progress)
+        return predict_slide(predictor, slide, paths, options, progress, resume)
