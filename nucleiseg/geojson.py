@@ -42,6 +42,10 @@ OBJECT_TYPE, CLASS_NAME = "detection", "Nucleus"
 AREA_CLASSES = ("Region*", "Ignore*")
 #: File name endings of GeoJSON files read as annotations (nucleiseg writes the first).
 GEOJSON_SUFFIXES = (GEOJSON_SUFFIX, ".json")
+#: gzip level of a ``.geojson.gz``: on a slide's GeoJSON (2-core AMD EPYC, busy) level 3 made it
+#: 4.3x smaller at 28 MB/s, level 6 5.3x at 8.8 MB/s, level 9 (gzip's default) 5.3x at 3.0 MB/s:
+#: minutes on a gigapixel slide's 366 MB for 20 % less.
+GZIP_LEVEL = 3
 
 
 def _rings(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
@@ -151,7 +155,8 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
 
 def write_geojson(path: str | os.PathLike, labels: np.ndarray,
                   measurements: dict[str, np.ndarray] | None = None) -> None:
-    """Write the nuclei of ``labels`` as a GeoJSON FeatureCollection (:func:`label_features`), atomically.
+    """Write the nuclei of ``labels`` as a GeoJSON FeatureCollection (:func:`label_features`),
+    atomically; a path ending in ``.gz`` is gzip-compressed.
 
     Raises
     ------
@@ -160,7 +165,12 @@ def write_geojson(path: str | os.PathLike, labels: np.ndarray,
     """
     collection = {"type": "FeatureCollection", "features": label_features(labels, measurements)}
     text = json.dumps(collection, separators=(",", ":"), default=_plain)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    if str(path).endswith(".gz"):
+        import gzip
+
+        atomic_write(path, lambda tmp: tmp.write_bytes(gzip.compress(text.encode(), GZIP_LEVEL)))
+    else:
+        atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 @contextmanager
@@ -172,8 +182,8 @@ def feature_writer(path: str | os.PathLike) -> Iterator[Callable[[list[dict]], N
     import gzip
 
     with atomic_path(path) as tmp:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(tmp, "wt", encoding="utf-8") as f:
+        gz = str(path).endswith(".gz")
+        with (gzip.open(tmp, "wt", GZIP_LEVEL, "utf-8") if gz else open(tmp, "w", encoding="utf-8")) as f:
             f.write('{"type":"FeatureCollection","features":[')
             count = 0
 
@@ -195,16 +205,19 @@ def _plain(value):
 
 
 def read_features(path: str | os.PathLike) -> list[dict]:
-    """The Features of a GeoJSON file, whatever top level QuPath wrote (see the module docstring).
+    """The Features of a GeoJSON file (gzip-compressed when its name ends in ``.gz``), whatever
+    top level QuPath wrote (see the module docstring).
 
     Raises
     ------
     AnnotationError
         if the file is missing, not JSON, or not GeoJSON.
     """
+    import gzip
+
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(f"{path}: not a readable GeoJSON file ({type(exc).__name__}: {exc})") from None
     return _features(data, path)

@@ -29,6 +29,8 @@ LABEL_FORMATS = ("tif", "png")
 OVERLAY_SUFFIX = "_overlay.png"
 NUCLEI_TABLE_SUFFIX = "_nuclei.csv"
 GEOJSON_SUFFIX = ".geojson"
+#: The GeoJSON gzip-compressed (``predict --geojson-gz``), which QuPath 0.4+ imports as it is.
+GEOJSON_GZ_SUFFIX = ".geojson.gz"
 
 
 class OutputPaths(NamedTuple):
@@ -37,11 +39,13 @@ class OutputPaths(NamedTuple):
     labels: Path  # <ImageId>.tif or <ImageId>.png
     overlay: Path  # <ImageId>_overlay.png
     nuclei_table: Path  # <ImageId>_nuclei.csv
-    geojson: Path  # <ImageId>.geojson
+    geojson: Path  # <ImageId>.geojson, or <ImageId>.geojson.gz
 
 
-def output_paths(out: str | os.PathLike, image_id: str, label_format: str = "tif") -> OutputPaths:
-    """Paths of ``image_id``'s label image, overlay, per-nucleus table and GeoJSON in folder ``out``.
+def output_paths(out: str | os.PathLike, image_id: str, label_format: str = "tif",
+                 geojson_gz: bool = False) -> OutputPaths:
+    """Paths of ``image_id``'s label image, overlay, per-nucleus table and GeoJSON (gzip-compressed
+    with ``geojson_gz``) in folder ``out``.
 
     Raises
     ------
@@ -52,12 +56,13 @@ def output_paths(out: str | os.PathLike, image_id: str, label_format: str = "tif
         raise NucleisegError(f"label format must be one of {', '.join(LABEL_FORMATS)}, got {label_format!r}")
     out = Path(out)
     return OutputPaths(out / f"{image_id}.{label_format}", out / f"{image_id}{OVERLAY_SUFFIX}",
-                       out / f"{image_id}{NUCLEI_TABLE_SUFFIX}", out / f"{image_id}{GEOJSON_SUFFIX}")
+                       out / f"{image_id}{NUCLEI_TABLE_SUFFIX}",
+                       out / f"{image_id}{GEOJSON_GZ_SUFFIX if geojson_gz else GEOJSON_SUFFIX}")
 
 
 def is_side_output(name: str) -> bool:
     """Whether a file name is an overlay, a per-nucleus table or a GeoJSON file rather than a label image."""
-    return name.endswith(OVERLAY_SUFFIX) or name.endswith(NUCLEI_TABLE_SUFFIX) or name.endswith(GEOJSON_SUFFIX)
+    return name.endswith((OVERLAY_SUFFIX, NUCLEI_TABLE_SUFFIX, GEOJSON_SUFFIX, GEOJSON_GZ_SUFFIX))
 
 
 @contextmanager

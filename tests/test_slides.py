@@ -367,3 +367,29 @@ def test_slide_spread_over_a_cluster_in_regions_equals_one_process(tmp_path, pre
     assert len(regions) == -(-15 // REGION_BLOCKS)  # 3 x 5 blocks reach tissue; the last column, glass, is not sent
     assert len({t["worker"] for t in regions}) == 2
     assert not (tmp_path / "spread" / ".slide.blocks").exists()
+
+
+def test_geojson_gz_holds_the_same_features(tmp_path, predictor):
+    """--geojson-gz: a slide's streamed GeoJSON and an ordinary image's, gzip-compressed, read
+    back to the features of the plain files; --skip-existing knows them."""
+    import gzip
+    import shutil
+
+    from nucleiseg.geojson import read_features
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_slide(src / "slide.tif", mosaic(2, 2), 0.25, "ome", compression="zlib", smallest_side=200)
+    shutil.copy(next((bundled_samples_dir() / "images").glob("00ae65c1c663*.png")), src / "tile.png")
+    base = dict(block_size=320, diameter=None, geojson=True, overlay=False)
+    plain = predict_files([src], tmp_path / "plain", predictor, PredictOptions(**base))
+    packed = predict_files([src], tmp_path / "gz", predictor, PredictOptions(**base, geojson_gz=True))
+    assert [r.status for r in plain + packed] == ["done"] * 4
+    for image_id in ("slide", "tile"):
+        gz = tmp_path / "gz" / f"{image_id}.geojson.gz"
+        assert gz.read_bytes()[:2] == b"\x1f\x8b" and not (tmp_path / "gz" / f"{image_id}.geojson").exists()
+        assert json.loads(gzip.decompress(gz.read_bytes()))["type"] == "FeatureCollection"
+        features = read_features(gz)
+        assert len(features) > 20 and features == read_features(tmp_path / "plain" / f"{image_id}.geojson")
+    again = predict_files([src], tmp_path / "gz", predictor, PredictOptions(**base, geojson_gz=True, skip_existing=True))
+    assert [r.status for r in again] == ["skipped"] * 2

@@ -57,6 +57,8 @@ class Region(click.ParamType):
               "label TIFFs written as OME-TIFF with this physical pixel size (scale bars in Fiji and napari).")
 @click.option("--geojson", is_flag=True, help="Also write OUT/<ImageId>.geojson: one polygon per nucleus with its "
               "measurements, for QuPath (File > Import objects).")
+@click.option("--geojson-gz", is_flag=True, help="Write the GeoJSON gzip-compressed, OUT/<ImageId>.geojson.gz "
+              "(about 4x smaller; QuPath imports it as it is). Implies --geojson.")
 @click.option("--channel", type=int, help="Use this page of multi-page TIFFs, or this channel of colour images.")
 @click.option("--format", "label_format", type=click.Choice(LABEL_FORMATS), default=LABEL_FORMATS[0], show_default=True,
               help="Label image format: uint16 TIFF or 16-bit PNG.")
@@ -78,8 +80,8 @@ class Region(click.ParamType):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, backend, no_overlay, tta,
-            skip_existing, measure, pixel_size, geojson, channel, label_format, tile_size, compile_model, block_size, workers,
-            scheduler, diameter, precision, level, region, as_json) -> None:
+            skip_existing, measure, pixel_size, geojson, geojson_gz, channel, label_format, tile_size, compile_model,
+            block_size, workers, scheduler, diameter, precision, level, region, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -95,7 +97,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
       nucleiseg predict big_nuclei/ -o out --diameter 45 --json
       nucleiseg predict plates/ -o out --workers 8
       nucleiseg predict my_images/ -o out --backend onnx --model model.onnx
-      nucleiseg predict slide.svs -o out --geojson --measure
+      nucleiseg predict slide.svs -o out --geojson-gz --measure
     """
     from ..data.sources import bundled_samples_dir
     from ..inference.predictor import PredictOptions, load_model
@@ -109,7 +111,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
                      "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
         options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
-                                 pixel_size, label_format, diameter, geojson, level, region)
+                                 pixel_size, label_format, diameter, geojson or geojson_gz, level, region, geojson_gz)
     except ValueError as exc:
         fail(str(exc))
     t0 = time.perf_counter()

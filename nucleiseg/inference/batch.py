@@ -19,7 +19,7 @@ from ..data.rle import write_submission
 from ..data.slides import is_slide
 from ..data.sources import iter_image_paths
 from ..errors import ImageReadError, NucleisegError
-from ..io import output_paths, write_label_memmap, write_labels, write_png, write_table
+from ..io import write_label_memmap, write_labels, write_png, write_table
 from ..measure import measure_nuclei, summary_row
 from ..overlay import colour_overlay
 from ..progress import Progress, no_progress
@@ -51,7 +51,7 @@ class PredictResult:
 
 def wanted_outputs(out: Path, image_id: str, options: PredictOptions) -> list[Path]:
     """The files one finished image has in ``out`` under ``options``; the label image first."""
-    paths = output_paths(out, image_id, options.label_format)
+    paths = options.paths(out, image_id)
     return ([paths.labels] + [paths.overlay] * options.overlay + [paths.nuclei_table] * options.measure
             + [paths.geojson] * options.geojson)
 
@@ -68,7 +68,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
     ``keep_labels`` (read back, e.g. for a CSV) or ``options.measure``; None otherwise.
     """
     t0 = time.perf_counter()
-    paths = output_paths(out, image_id, options.label_format)
+    paths = options.paths(out, image_id)
     try:
         if options.skip_existing and all(p.is_file() for p in wanted_outputs(out, image_id, options)):
             labels = read_label_image(paths.labels) if (keep_labels or options.measure) else None
@@ -117,7 +117,7 @@ def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, o
                              f"--format {options.label_format} is for ordinary images")
     if options.channel is not None:
         raise ImageReadError(f"{path}: --channel does not apply to a slide (its RGB or gray level 0 is predicted)")
-    result = predict_slide_file(predictor, path, output_paths(out, image_id, options.label_format), options, progress,
+    result = predict_slide_file(predictor, path, options.paths(out, image_id), options, progress,
                                 resume=options.skip_existing or resume_blocks)
     seconds = time.perf_counter() - t0
     row = None

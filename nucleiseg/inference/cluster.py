@@ -35,7 +35,6 @@ from ..data.images import read_label_image
 from ..data.rle import write_submission
 from ..data.slides import is_slide
 from ..errors import MissingDependencyError, NucleisegError
-from ..io import output_paths
 from ..progress import Progress, no_progress
 from .batch import PredictResult, finish_summary, predict_one, unique_inputs, wanted_outputs
 from .predictor import PredictOptions
@@ -100,7 +99,7 @@ def _worker_slide_plan(image_id: str, path: str, out: str, options: PredictOptio
     with open_slide(Path(path)) as slide:
         plan, _ = plan_slide(predictor, slide, options)
         blocks = slide_blocks(predictor, slide, options, plan)
-    folder = block_cache_folder(output_paths(Path(out), image_id, options.label_format))
+    folder = block_cache_folder(options.paths(Path(out), image_id))
     BlockCache(folder, plan.key, fresh=not options.skip_existing)
     return plan, folder, blocks
 
@@ -221,7 +220,7 @@ def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.Pa
     results = [by_id[i] for i, _ in todo] + repeated
     if rle_path is not None:
         done = [r.image_id for r in results if r.status in ("done", "skipped")]
-        write_submission(rle_path, ((i, read_label_image(output_paths(out, i, options.label_format).labels))
+        write_submission(rle_path, ((i, read_label_image(options.paths(out, i).labels))
                                     for i in done))
     finish_summary(out, results, options)
     return results

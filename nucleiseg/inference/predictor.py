@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..hardware import Precision, inference_autocast_dtype
-from ..io import LABEL_FORMATS
+from ..io import LABEL_FORMATS, OutputPaths, output_paths
 from ..labels import median_diameter
 from ..errors import ModelFileError
 from ..model.config import ModelConfig
@@ -93,6 +93,9 @@ class PredictOptions:
         Slides only: the pyramid level to predict (0 = full resolution); results in level-0 pixels.
     region : (x, y, width, height) or None
         Slides only: predict this rectangle (level-0 pixels) rather than the whole slide.
+    geojson_gz : bool
+        With ``geojson``: write it gzip-compressed, ``<ImageId>.geojson.gz`` (a slide's GeoJSON
+        is several hundred MB a gigapixel).
     """
 
     watershed: WatershedParams | None = None
@@ -108,6 +111,11 @@ class PredictOptions:
     geojson: bool = False
     level: int = 0
     region: tuple[int, int, int, int] | None = None
+    geojson_gz: bool = False
+
+    def paths(self, out: str | os.PathLike, image_id: str) -> OutputPaths:
+        """The files ``image_id`` has in folder ``out`` under these options (:func:`~nucleiseg.io.output_paths`)."""
+        return output_paths(out, image_id, self.label_format, self.geojson_gz)
 
     def __post_init__(self) -> None:
         if self.level < 0:
