@@ -29,7 +29,7 @@ import numpy as np
 
 from ..data.slides import Slide, tissue_mask
 from ..errors import ImageReadError
-from ..io import OutputPaths, release_pages, table_writer, write_label_pyramid, write_png
+from ..io import OutputPaths, release_pages, return_free_memory, table_writer, write_label_pyramid, write_png
 from ..measure import COLUMNS, measure_nuclei
 from ..postprocess import WatershedParams
 from ..progress import Progress, no_progress
@@ -188,6 +188,7 @@ class _BlockWriter:
             self._write(done)
         finally:
             release_pages(self.labels)  # resident memory: the blocks in use, not the slide
+            return_free_memory()
 
     def _write(self, done: BlockDone) -> None:
         if done.last < done.first or (self.add_features is None and self.add_rows is None):
