@@ -16,17 +16,19 @@ neighbour's nucleus already holds is not counted), as :meth:`Predictor.predict
 <nucleiseg.inference.predictor.Predictor.predict>` promises.
 
 Memory: the image, the output label image (which may be a memory-mapped file, see
-:func:`predict_blockwise`), and one extended block's probabilities (3 x (block + 2 halo)^2
-float32, about 63 MB for the default 2048 px blocks).
+:func:`predict_blockwise`), one extended block's probabilities (3 x (block + 2 halo)^2 float32,
+about 63 MB for the default 2048 px blocks), and the pixels and network input of the next block,
+read meanwhile in a background thread.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -264,7 +266,8 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
         and, when ``watershed`` is None, its watershed values are used).
     image : (H, W) or (H, W, C) array, any size: a NumPy array, a memory-mapped one, or anything
         that returns one for ``image[r0:r1, c0:c1]`` (a lazily read slide level,
-        :class:`nucleiseg.data.slides.Slide`); only one extended block of it is read at a time.
+        :class:`nucleiseg.data.slides.Slide`), read one extended block at a time, in a background
+        thread one block ahead of the network (:func:`_read_ahead`).
     block_size, halo : pixels; blocks are at most ``block_size`` (rounded to the U-Net's pooling
         grid, 2**depth) and at least ``halo`` wide; the halo is rounded up to that grid.
     watershed : post-processing values; None uses the predictor's.
@@ -298,17 +301,23 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     if params is None:
         params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
-    blocks = nuclei = truncated = skipped = 0
+    todo = grid.blocks(tissue)
+    blocks, nuclei, truncated, skipped = 0, 0, 0, len(grid.blocks()) - len(todo)
     seconds = np.zeros(4)  # read, network, watershed, output
-    everything = grid.blocks()
-    for i, j in progress(everything, len(everything), "blocks"):
+    cached = {ij for ij in todo if cache is not None and cache.has(*ij)}
+    reads = [_Read(grid.boxes(*ij)[1], ij not in cached or on_block is not None, ij not in cached) for ij in todo]
+    for (i, j), pending in progress(zip(todo, _read_ahead(image, reads, params, norm.channels)), len(todo), "blocks"):
         core, box = grid.boxes(i, j)
-        if tissue is not None and not tissue.any_in(box):
-            skipped += 1
-            continue
         try:
-            block, objects, times = _block_result(predictor, image, (i, j), core, box, params, watershed, tta, scale,
-                                                  cache, on_block is not None)
+            block, x, read_s = pending.result()
+            objects = cache.get(i, j) if (i, j) in cached else None
+            times = np.array([read_s, 0.0, 0.0, 0.0])
+            if objects is None:  # not cached, or a damaged cache file
+                if x is None:
+                    block, x, read_s = _read_block(image, box, True, True, params, norm.channels)
+                objects, times = _segment(predictor, x, core, box, (h, w), watershed, tta, scale, read_s)
+                if cache is not None:
+                    cache.put(i, j, objects)
         except ImageReadError as exc:
             if on_read_error is None:
                 raise
@@ -326,20 +335,44 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     return labels, BlockwiseStats(blocks, nuclei, truncated, skipped, *seconds.tolist())
 
 
-def _block_result(predictor, image, ij: tuple[int, int], core: tuple[int, int, int, int],
-                  box: tuple[int, int, int, int], params: InputParams, watershed: WatershedParams, tta: bool,
-                  scale: float, cache: BlockCache | None,
-                  pixels: bool) -> tuple[np.ndarray | None, BlockObjects, np.ndarray]:
-    """:func:`segment_block`, or block ``ij``'s nuclei from ``cache`` (its pixels read again only
-    when ``pixels`` asks for them, zero seconds counted); a newly segmented block is cached."""
-    cached = cache.get(*ij) if cache is not None else None
-    if cached is not None:
-        r0, r1, c0, c1 = box
-        return (image[r0:r1, c0:c1] if pixels else None), cached, np.zeros(4)
-    block, objects, times = segment_block(predictor, image, core, box, params, watershed, tta, scale)
-    if cache is not None:
-        cache.put(*ij, objects)
-    return block, objects, times
+class _Read(NamedTuple):
+    """A block to read ahead: its extended ``box``; whether its pixels are wanted at all (a
+    cached block's only for ``on_block``) and normalised for the network."""
+
+    box: tuple[int, int, int, int]
+    pixels: bool
+    normalise: bool
+
+
+def _read_block(image, box: tuple[int, int, int, int], pixels: bool, normalise: bool, params: InputParams,
+                channels: str) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+    """(pixels of ``box``, the network's input for them, seconds); None where not asked for.
+    Raises what reading ``image`` raises."""
+    t0 = time.perf_counter()
+    if not pixels:
+        return None, None, 0.0
+    r0, r1, c0, c1 = box
+    block = image[r0:r1, c0:c1]
+    x = apply_input(block, params, channels) if normalise else None
+    return block, x, time.perf_counter() - t0
+
+
+def _read_ahead(image, reads: list[_Read], params: InputParams, channels: str) -> Iterator[Future]:
+    """Futures of :func:`_read_block` for ``reads``, in order, each read in a background thread
+    while the block before it is in the network and the watershed (JPEG decoding and colour
+    deconvolution release the GIL): one block ahead, so memory holds two blocks' pixels at most.
+    One thread reads, so a slide's reader is never used by two threads at once."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="nucleiseg-read") as pool:
+        ahead: deque[Future] = deque()
+        for read in reads:
+            ahead.append(pool.submit(_read_block, image, *read, params, channels))
+            if len(ahead) > 1:
+                yield ahead.popleft()
+        while ahead:
+            yield ahead.popleft()
 
 
 def segment_block(predictor, image, core: tuple[int, int, int, int], box: tuple[int, int, int, int],
@@ -348,15 +381,21 @@ def segment_block(predictor, image, core: tuple[int, int, int, int], box: tuple[
     """Read, normalise, predict and watershed the extended block ``box`` of ``image``: (its
     pixels, the nuclei of its ``core``, seconds spent reading + normalising, in the network, in
     the watershed + ownership). Raises what reading the pixels raises."""
-    r0, r1, c0, c1 = box
+    block, x, read_s = _read_block(image, box, True, True, params, predictor.config.normalization.channels)
+    objects, times = _segment(predictor, x, core, box, image.shape[:2], watershed, tta, scale, read_s)
+    return block, objects, times
+
+
+def _segment(predictor, x: np.ndarray, core: tuple[int, int, int, int], box: tuple[int, int, int, int],
+             shape: tuple[int, int], watershed: WatershedParams, tta: bool, scale: float,
+             read_s: float) -> tuple[BlockObjects, np.ndarray]:
+    """The nuclei of ``core`` from the network input ``x`` of the extended block ``box`` of an
+    image of ``shape``, and the seconds (``read_s``, network, watershed + ownership, 0)."""
     t0 = time.perf_counter()
-    block = image[r0:r1, c0:c1]
-    x = apply_input(block, params, predictor.config.normalization.channels)
-    t1 = time.perf_counter()
     probs = predictor.probabilities(x, tta, scale)
-    t2 = time.perf_counter()
-    objects = owned_objects(probabilities_to_labels(probs, watershed), (r0, c0), core, image.shape[:2])
-    return block, objects, np.array([t1 - t0, t2 - t1, time.perf_counter() - t2, 0.0])
+    t1 = time.perf_counter()
+    objects = owned_objects(probabilities_to_labels(probs, watershed), box[::2], core, shape)
+    return objects, np.array([read_s, t1 - t0, time.perf_counter() - t1, 0.0])
 
 
 def _paint(labels: np.ndarray, objects: BlockObjects, last: int) -> int:
