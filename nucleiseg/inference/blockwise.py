@@ -310,8 +310,7 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
         core, box = grid.boxes(i, j)
         try:
             block, x, read_s = pending.result()
-            objects = cache.get(i, j) if (i, j) in cached else None
-            times = np.array([read_s, 0.0, 0.0, 0.0])
+            objects, times = (cache.get(i, j) if (i, j) in cached else None), np.array([read_s, 0.0, 0.0, 0.0])
             if objects is None:  # not cached, or a damaged cache file
                 if x is None:
                     block, x, read_s = _read_block(image, box, True, True, params, norm.channels)
