@@ -391,6 +391,32 @@ def test_slide_spread_over_a_cluster_in_regions_equals_one_process(tmp_path, pre
     assert not (tmp_path / "spread" / ".slide.blocks").exists()
 
 
+def test_a_given_plan_is_used_not_made_again(tmp_path, predictor, monkeypatch):
+    """predict_slide with the plan a cluster's plan task made: not planned again (plan_slide
+    not called), and the outputs, overlay included, those of a run that plans for itself."""
+    from nucleiseg.inference import slide as slide_module
+    from nucleiseg.io import output_paths
+
+    path = tmp_path / "slide.tif"
+    write_slide(path, mosaic(2, 2), 0.25, "ome", compression="zlib", smallest_side=200)
+    options = PredictOptions(block_size=320, diameter=None, geojson=True, overlay=True)
+    with open_slide(path) as slide:
+        plan, _ = slide_module.plan_slide(predictor, slide, options)
+        planned = slide_module.predict_slide(predictor, slide, output_paths(tmp_path / "a", "slide"), options)
+
+        def no_planning(*args):
+            raise AssertionError("planned again")
+
+        monkeypatch.setattr(slide_module, "plan_slide", no_planning)
+        given = slide_module.predict_slide(predictor, slide, output_paths(tmp_path / "b", "slide"), options,
+                                           plan=plan)
+    assert given.n_nuclei == planned.n_nuclei > 20
+    for name in ("slide.geojson", "slide_overlay.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    np.testing.assert_array_equal(read_label_image(tmp_path / "a" / "slide.tif"),
+                                  read_label_image(tmp_path / "b" / "slide.tif"))
+
+
 def test_geojson_gz_holds_the_same_features(tmp_path, predictor):
     """--geojson-gz: a slide's streamed GeoJSON and an ordinary image's, gzip-compressed, read
     back to the features of the plain files; --skip-existing knows them."""

@@ -58,11 +58,12 @@ def wanted_outputs(out: Path, image_id: str, options: PredictOptions) -> list[Pa
 
 def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
                 keep_labels: bool = False, progress: Progress = no_progress,
-                resume_blocks: bool = False) -> tuple[PredictResult, np.ndarray | None]:
+                slide_plan=None) -> tuple[PredictResult, np.ndarray | None]:
     """Predict one image into ``out`` (each file written atomically); never raises for a bad image.
-    ``progress`` wraps the blocks of a slide (:mod:`~nucleiseg.inference.slide`); with
-    ``resume_blocks`` a slide's blocks already in its block cache are read back, not predicted
-    (as with ``options.skip_existing``; the blocks a Dask cluster's regions predicted).
+    ``progress`` wraps the blocks of a slide (:mod:`~nucleiseg.inference.slide`); ``slide_plan``
+    (a :class:`~nucleiseg.inference.slide.SlidePlan` made for this slide and ``options``, e.g. by a
+    Dask cluster's plan task) is used rather than planned again, and the blocks already in the
+    slide's block cache (those its regions predicted) are read back, not predicted.
 
     Returns (result, labels): labels (H, W) when the image was done, or skipped with
     ``keep_labels`` (read back, e.g. for a CSV) or ``options.measure``; None otherwise.
@@ -76,7 +77,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
                    if options.measure else None)
             return PredictResult(image_id, "skipped", summary=row), labels
         if is_slide(path):
-            return _predict_slide(predictor, image_id, path, out, options, t0, progress, resume_blocks), None
+            return _predict_slide(predictor, image_id, path, out, options, t0, progress, slide_plan), None
         if options.level or options.region is not None:
             raise ImageReadError(f"{path}: not a slide (a pyramidal or tiled TIFF); --level and --region apply "
                                  f"to slides only")
@@ -107,7 +108,7 @@ def predict_one(predictor: Predictor, image_id: str, path: Path, out: Path, opti
 
 
 def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, options: PredictOptions,
-                   t0: float, progress: Progress, resume_blocks: bool = False) -> PredictResult:
+                   t0: float, progress: Progress, slide_plan=None) -> PredictResult:
     """A whole-slide image (:func:`~nucleiseg.data.slides.is_slide`), read lazily and written as it
     goes (:mod:`~nucleiseg.inference.slide`)."""
     from .slide import predict_slide_file
@@ -118,7 +119,7 @@ def _predict_slide(predictor: Predictor, image_id: str, path: Path, out: Path, o
     if options.channel is not None:
         raise ImageReadError(f"{path}: --channel does not apply to a slide (its RGB or gray level 0 is predicted)")
     result = predict_slide_file(predictor, path, options.paths(out, image_id), options, progress,
-                                resume=options.skip_existing or resume_blocks)
+                                resume=options.skip_existing or slide_plan is not None, plan=slide_plan)
     seconds = time.perf_counter() - t0
     row = None
     if options.measure:

@@ -247,6 +247,11 @@ class BlockGrid(NamedTuple):
         grid = [(i, j) for i in range(len(self.edges[0]) - 1) for j in range(len(self.edges[1]) - 1)]
         return grid if tissue is None else [ij for ij in grid if tissue.any_in(self.boxes(*ij)[1])]
 
+    @property
+    def n_blocks(self) -> int:
+        """How many blocks the grid has, tissue or not."""
+        return (len(self.edges[0]) - 1) * (len(self.edges[1]) - 1)
+
     def boxes(self, i: int, j: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
         """(core, extended box) of block (i, j) (:func:`extended_block`)."""
         return extended_block(self.edges, i, j, self.halo, self.shape)
@@ -302,7 +307,7 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
         params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
     todo = grid.blocks(tissue)
-    blocks, nuclei, truncated, skipped = 0, 0, 0, len(grid.blocks()) - len(todo)
+    blocks, nuclei, truncated, skipped = 0, 0, 0, grid.n_blocks - len(todo)
     seconds = np.zeros(4)  # read, network, watershed, output
     cached = {ij for ij in todo if cache is not None and cache.has(*ij)}
     reads = [_Read(grid.boxes(*ij)[1], ij not in cached or on_block is not None, ij not in cached) for ij in todo]

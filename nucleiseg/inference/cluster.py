@@ -18,9 +18,9 @@ regions. One task plans it (:func:`~nucleiseg.inference.slide.plan_slide`: norma
 tissue mask, diameter and scale, from the thumbnail and one tile) and lists its blocks with
 tissue; each region task then segments :data:`REGION_BLOCKS` of those blocks into the slide's
 block cache in OUT (:func:`~nucleiseg.inference.slide.predict_slide_blocks`, each block written
-atomically); when all are done, one task predicts the slide as a single process would, reading
-every block back from the cache (a block missing there, from a failed region, is predicted then),
-and writes the outputs. The nuclei are therefore those of one process, label for label.
+atomically); when all are done, one task predicts the slide as a single process would, with the
+plan task's plan (not planned again), reading every block back from the cache (a block missing
+there, from a failed region, is predicted then), and writes the outputs. The nuclei are therefore those of one process, label for label.
 """
 
 from __future__ import annotations
@@ -81,10 +81,10 @@ def _predictor():
 
 
 def _worker_predict(image_id: str, path: str, out: str, options: PredictOptions,
-                    resume_blocks: bool = False) -> PredictResult:
+                    slide_plan=None) -> PredictResult:
     """One task: predict one image on this worker with the plugin's model (a slide reading back
-    the blocks its regions left in the block cache, with ``resume_blocks``)."""
-    result, _ = predict_one(_predictor(), image_id, Path(path), Path(out), options, resume_blocks=resume_blocks)
+    the plan task's ``slide_plan`` and the blocks its regions left in the block cache)."""
+    result, _ = predict_one(_predictor(), image_id, Path(path), Path(out), options, slide_plan=slide_plan)
     return result
 
 
@@ -130,7 +130,7 @@ def _spread_slide(client, run: str, image_id: str, path: Path, out: Path, option
     for _ in progress(_Counted(distributed.as_completed(regions), len(regions)), len(regions),
                       f"{image_id} regions (Dask)"):
         pass  # a failed region's blocks are predicted by the last task
-    return client.submit(_worker_predict, image_id, str(path), str(out), options, True,
+    return client.submit(_worker_predict, image_id, str(path), str(out), options, plan,
                          key=f"nucleiseg-predict-{run}-{image_id}", retries=0)
 
 

@@ -340,7 +340,8 @@ def predict_slide_blocks(predictor: Predictor, slide: Slide, options: PredictOpt
 
 
 def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, options: PredictOptions,
-                  progress: Progress = no_progress, resume: bool | None = None) -> SlideResult:
+                  progress: Progress = no_progress, resume: bool | None = None,
+                  plan: SlidePlan | None = None) -> SlideResult:
     """Label every nucleus of ``slide`` (see the module docstring) into ``paths``.
 
     Parameters
@@ -357,6 +358,9 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
         bar with an ETA: blocks are of near-equal size, glass ones skipped at once).
     resume : read finished blocks back from the block cache (:func:`block_cache_folder`) rather
         than predict them again; None: with ``options.skip_existing``.
+    plan : the slide's :func:`plan_slide` under ``predictor`` and ``options`` when already made
+        (by a Dask cluster's plan task, whose regions filled the block cache under its key);
+        None: planned here.
 
     Returns
     -------
@@ -372,7 +376,10 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
     t0 = time.perf_counter()
     predictor = slide_predictor(predictor)
     window, d = slide_window(slide, options)
-    plan, thumbnail = plan_slide(predictor, slide, options)
+    if plan is None:
+        plan, thumbnail = plan_slide(predictor, slide, options)
+    elif options.overlay:
+        _, thumbnail = read_thumbnail(slide)
     unreadable = list(plan.unreadable)
     cache = BlockCache(block_cache_folder(paths), plan.key,
                        fresh=not (options.skip_existing if resume is None else resume))
@@ -406,7 +413,8 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
 
 
 def predict_slide_file(predictor: Predictor, path: Path, paths: OutputPaths, options: PredictOptions,
-                       progress: Progress = no_progress, resume: bool | None = None) -> SlideResult:
+                       progress: Progress = no_progress, resume: bool | None = None,
+                       plan: SlidePlan | None = None) -> SlideResult:
     """:func:`predict_slide` on the slide file at ``path`` (opened and closed here).
 
     Raises
@@ -417,4 +425,4 @@ def predict_slide_file(predictor: Predictor, path: Path, paths: OutputPaths, opt
     from ..data.slides import open_slide
 
     with open_slide(path) as slide:
-        return predict_slide(predictor, slide, paths, options, progress, resume)
+        return predict_slide(predictor, slide, paths, options, progress, resume, plan)
