@@ -417,6 +417,56 @@ def test_a_given_plan_is_used_not_made_again(tmp_path, predictor, monkeypatch):
                                   read_label_image(tmp_path / "b" / "slide.tif"))
 
 
+def test_watershed_in_worker_processes_gives_the_nuclei_of_one_process(tmp_path, predictor):
+    """--watershed-processes 2: the blocks' watershed, measurements and outlines run in two
+    worker processes while the network goes on; label image, GeoJSON and table byte-identical to
+    one process, and every block's watershed time was counted (issue 24 item 2)."""
+    path = tmp_path / "slide.tif"
+    write_slide(path, mosaic(3, 4, glass_cols=640), 0.25, "ome", compression="zlib", smallest_side=400)
+    base = dict(block_size=320, diameter=None, geojson=True, measure=True, overlay=False)
+    [one] = predict_files([path], tmp_path / "one", predictor, PredictOptions(**base, watershed_processes=0))
+    [pool] = predict_files([path], tmp_path / "pool", predictor, PredictOptions(**base, watershed_processes=2))
+    assert pool.status == one.status == "done" and not pool.error
+    assert pool.n_nuclei == one.n_nuclei > 100
+    for name in ("slide.geojson", "slide_nuclei.csv"):
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    np.testing.assert_array_equal(read_label_image(tmp_path / "pool" / "slide.tif"),
+                                  read_label_image(tmp_path / "one" / "slide.tif"))
+
+
+def test_results_come_back_in_the_order_their_work_went_in():
+    """InOrder: work that finishes out of order (later items sleep less) is handed back in the
+    order it was put in; at most one more item than the pool has workers waits."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nucleiseg.inference.blockwise import InOrder, postprocess_processes
+
+    def work(k: int) -> int:
+        time.sleep(0.05 * (5 - k))
+        return k * k
+
+    seen, most = [], 0
+    with ThreadPoolExecutor(3) as pool:
+        queue = InOrder(pool)
+        for k in range(6):
+            queue.put(k, work, k)
+            seen += list(queue.ready())
+            most = max(most, len(queue))
+        seen += list(queue.ready(wait_all=True))
+    assert seen == [(k, k * k) for k in range(6)] and most <= 4
+    queue = InOrder()  # no pool: done at once
+    queue.put("a", work, 5)
+    queue.put("b", None, 7)
+    assert list(queue.ready()) == [("a", 25), ("b", 7)]
+    assert postprocess_processes(3, "cpu") == 3 and postprocess_processes(None, "cpu") == 0
+    assert 0 <= postprocess_processes(None, "cuda") <= 8
+    with pytest.raises(ValueError, match="watershed processes"):
+        postprocess_processes(-1, "cpu")
+    with pytest.raises(ValueError, match="watershed processes"):
+        PredictOptions(watershed_processes=-1)
+
+
 def test_geojson_gz_holds_the_same_features(tmp_path, predictor):
     """--geojson-gz: a slide's streamed GeoJSON and an ordinary image's, gzip-compressed, read
     back to the features of the plain files; --skip-existing knows them."""

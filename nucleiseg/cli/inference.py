@@ -77,11 +77,14 @@ class Region(click.ParamType):
 @click.option("--level", default=0, show_default=True, type=click.IntRange(0),
               help="Slides: predict this pyramid level (0 = full resolution); GeoJSON and tables stay in level-0 pixels.")
 @click.option("--region", type=Region(), help="Slides: predict only this rectangle, X,Y,WIDTH,HEIGHT in level-0 pixels.")
+@click.option("--watershed-processes", type=click.IntRange(0), help="Slides: worker processes that run each block's "
+              "watershed, measurements and outlines while the network predicts the next blocks (0 = none). "
+              "[default: none on a CPU, one per spare core on CUDA]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")
 def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area, marker_h, device, backend, no_overlay, tta,
             skip_existing, measure, pixel_size, geojson, geojson_gz, channel, label_format, tile_size, compile_model,
-            block_size, workers, scheduler, diameter, precision, level, region, as_json) -> None:
+            block_size, workers, scheduler, diameter, precision, level, region, watershed_processes, as_json) -> None:
     """Label the nuclei of INPUTS (image files, flat folders or DSB2018 folders).
 
     \b
@@ -111,7 +114,8 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
                      "marker_h": marker_h}
         watershed = dataclasses.replace(predictor.watershed, **{k: v for k, v in overrides.items() if v is not None})
         options = PredictOptions(watershed, tta, channel, block_size, not no_overlay, skip_existing, measure,
-                                 pixel_size, label_format, diameter, geojson or geojson_gz, level, region, geojson_gz)
+                                 pixel_size, label_format, diameter, geojson or geojson_gz, level, region, geojson_gz,
+                                 watershed_processes)
     except ValueError as exc:
         fail(str(exc))
     t0 = time.perf_counter()

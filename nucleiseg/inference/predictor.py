@@ -96,6 +96,11 @@ class PredictOptions:
     geojson_gz : bool
         With ``geojson``: write it gzip-compressed, ``<ImageId>.geojson.gz`` (a slide's GeoJSON
         is several hundred MB a gigapixel).
+    watershed_processes : int or None
+        Slides: worker processes that run each block's watershed, measurements and outlines
+        while the network predicts the next blocks (0: all in one process); None: the default of
+        :func:`~nucleiseg.inference.blockwise.postprocess_processes` (none on a CPU, one per
+        spare core on CUDA).
     """
 
     watershed: WatershedParams | None = None
@@ -112,6 +117,7 @@ class PredictOptions:
     level: int = 0
     region: tuple[int, int, int, int] | None = None
     geojson_gz: bool = False
+    watershed_processes: int | None = None
 
     def paths(self, out: str | os.PathLike, image_id: str) -> OutputPaths:
         """The files ``image_id`` has in folder ``out`` under these options (:func:`~nucleiseg.io.output_paths`)."""
@@ -128,6 +134,8 @@ class PredictOptions:
             raise ValueError(f"label format must be one of {', '.join(LABEL_FORMATS)}, got {self.label_format!r}")
         if self.pixel_size is not None and not self.pixel_size > 0:
             raise ValueError(f"pixel size must be > 0 micrometres, got {self.pixel_size}")
+        if self.watershed_processes is not None and self.watershed_processes < 0:
+            raise ValueError(f"watershed processes must be >= 0, got {self.watershed_processes}")
         if self.block_size <= 2 * DEFAULT_HALO:
             raise ValueError(f"block size must exceed {2 * DEFAULT_HALO} pixels, got {self.block_size}")
 

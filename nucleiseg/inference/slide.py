@@ -10,7 +10,9 @@ each block read with its halo, the nuclei whose centroid lies in its core kept w
 block's nuclei go out as soon as the block is done: painted into a memory-mapped label map (a
 temporary file beside the outputs, its pages released after each block), appended to the
 GeoJSON (QuPath objects, level-0 pixel coordinates) and to the per-nucleus CSV table, with their
-measurements taken on the block's own pixels. At the end the label map becomes a tiled,
+measurements taken on the block's own pixels (with ``options.watershed_processes``, the
+watershed, measurements and outlines run in worker processes while the network predicts the
+next blocks, and are written in block order). At the end the label map becomes a tiled,
 compressed, pyramidal OME-TIFF (:func:`~nucleiseg.io.write_label_pyramid`, band by band).
 Memory: the thumbnail, one extended block with its probabilities and the network's activations on
 :data:`SLIDE_TILE_BATCH` tiles, one band of labels; never the slide.
@@ -34,8 +36,8 @@ from ..measure import COLUMNS, measure_nuclei
 from ..postprocess import WatershedParams
 from ..progress import Progress, no_progress
 from ..transforms import InputParams, input_params
-from .blockwise import (DEFAULT_HALO, BlockCache, BlockDone, BlockGrid, BlockwiseStats, TissueMap, predict_blockwise,
-                        segment_block)
+from .blockwise import (DEFAULT_HALO, BlockCache, BlockDone, BlockGrid, BlockwiseStats, InOrder, TissueMap,
+                        postprocess_pool, postprocess_processes, predict_blockwise, segment_block)
 from .predictor import PredictOptions, Predictor, scaled_watershed
 
 #: The thumbnail (normalisation, tissue mask, overlay) is the largest level of at most this many pixels.
@@ -174,14 +176,17 @@ def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, wate
 
 class _BlockWriter:
     """Streams each finished block's nuclei (:class:`BlockDone`) to the GeoJSON (``add_features``)
-    and the table (``add_rows``), measured on the block's own pixels, in slide coordinates."""
+    and the table (``add_rows``), measured on the block's own pixels, in slide coordinates; with
+    a ``pool``, measured and outlined there (:func:`measure_block`) and written in block order."""
 
-    def __init__(self, pixel_size: float | None, origin: tuple[int, int] = (0, 0), scale: float = 1.0) -> None:
+    def __init__(self, pixel_size: float | None, origin: tuple[int, int] = (0, 0), scale: float = 1.0,
+                 pool=None) -> None:
         self.pixel_size, self.origin, self.scale = pixel_size, origin, scale  # of level 0; level px; level-0 px per px
         self.labels: np.ndarray | None = None  # the slide's label map being painted
         self.add_features = None
         self.add_rows = None
         self.areas: list[np.ndarray] = []
+        self.queue = InOrder(pool)
 
     def __call__(self, done: BlockDone) -> None:
         try:
@@ -197,17 +202,36 @@ class _BlockWriter:
         view = self.labels[r0:r1, c0:c1]
         mine = (view >= done.first) & (view <= done.last)
         local = np.where(mine, view - (done.first - 1), 0).astype(np.int32)
-        table = measure_nuclei(local, done.image, self.pixel_size * self.scale if self.pixel_size else None)
+        pixel_size = self.pixel_size * self.scale if self.pixel_size else None
         offset = (r0 + self.origin[0], c0 + self.origin[1])
-        moved = shift_table(table, done.first - 1, offset, self.scale)
-        if self.add_rows is not None:
-            self.add_rows(moved)
-            self.areas.append(moved["area_px"])
-        if self.add_features is not None:
-            from ..geojson import label_features
+        self.queue.put(None, measure_block, local, done.image, pixel_size, offset, done.first - 1, self.scale,
+                       self.add_features is not None)
+        self.flush()
 
-            self.add_features(label_features(local, moved | {"label": table["label"]}, offset, done.first - 1,
-                                             self.scale))
+    def flush(self, wait_all: bool = False) -> None:
+        """Write the blocks measured so far, in order (all of them, with ``wait_all``)."""
+        for _, (moved, features) in self.queue.ready(wait_all):
+            if self.add_rows is not None:
+                self.add_rows(moved)
+                self.areas.append(moved["area_px"])
+            if self.add_features is not None:
+                self.add_features(features)
+
+
+def measure_block(local: np.ndarray, image: np.ndarray, pixel_size: float | None, offset: tuple[int, int],
+                  label_offset: int, scale: float, features: bool) -> tuple[dict[str, np.ndarray], list[dict] | None]:
+    """(table, GeoJSON features) of one block's nuclei in slide coordinates: ``local`` (h, w) int32
+    labels 1..n of the block's nuclei over its pixels ``image``, measured (:func:`measure_nuclei`,
+    ``pixel_size`` µm per pixel of the level predicted) and outlined
+    (:func:`~nucleiseg.geojson.label_features`, with ``features``), moved by ``offset`` (row, col)
+    pixels and ``label_offset``, then times ``scale`` (:func:`shift_table`)."""
+    table = measure_nuclei(local, image, pixel_size)
+    moved = shift_table(table, label_offset, offset, scale)
+    if not features:
+        return moved, None
+    from ..geojson import label_features
+
+    return moved, label_features(local, moved | {"label": table["label"]}, offset, label_offset, scale)
 
 
 def _write_overlay(path: Path, thumbnail: np.ndarray, step: float, labels: np.ndarray,
@@ -383,8 +407,11 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
     unreadable = list(plan.unreadable)
     cache = BlockCache(block_cache_folder(paths), plan.key,
                        fresh=not (options.skip_existing if resume is None else resume))
-    writer = _BlockWriter(plan.pixel_size, window.origin, d)
     with ExitStack() as stack:
+        pool = postprocess_pool(postprocess_processes(options.watershed_processes, predictor.device))
+        if pool is not None:
+            stack.callback(pool.shutdown, True, cancel_futures=True)
+        writer = _BlockWriter(plan.pixel_size, window.origin, d, pool)
         if options.geojson:
             from ..geojson import feature_writer
 
@@ -397,7 +424,9 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
         _, stats = predict_blockwise(predictor, window, options.block_size, DEFAULT_HALO, plan.watershed,
                                      options.tta, out=writer.labels, progress=progress, scale=plan.scale,
                                      params=plan.params, tissue=plan.tissue, on_block=writer,
-                                     on_read_error=lambda box, exc: unreadable.append(str(exc)), cache=cache)
+                                     on_read_error=lambda box, exc: unreadable.append(str(exc)), cache=cache,
+                                     pool=pool)
+        writer.flush(wait_all=True)
         if options.overlay:
             _write_overlay(paths.overlay, thumbnail, slide.info.downsamples[plan.thumbnail_level] / d, writer.labels,
                            window.origin)
