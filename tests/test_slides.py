@@ -467,6 +467,27 @@ def test_results_come_back_in_the_order_their_work_went_in():
         PredictOptions(watershed_processes=-1)
 
 
+def test_slide_progress_counts_megapixels(predictor):
+    """The blocks' progress description gives their mean megapixels, so the command line's bar
+    counts megapixels: over all blocks they add up to the image's pixels."""
+    from nucleiseg.progress import parse_sized, sized
+
+    assert parse_sized(sized("blocks", 4.194304, "Mpx")) == ("blocks", pytest.approx(4.194304, rel=1e-5), "Mpx")
+    assert parse_sized("predict") is None
+    seen = []
+
+    def progress(items, total=None, description=""):
+        seen.append((total, description))
+        return items
+
+    image = mosaic(2, 3)  # 512 x 960: 2 x 4 blocks of at most 256 px
+    predict_blockwise(predictor, image, 256, 64, progress=progress)
+    [(total, description)] = seen
+    name, size, unit = parse_sized(description)
+    assert (name, unit, total) == ("blocks", "Mpx", 8)
+    assert size * total == pytest.approx(image.shape[0] * image.shape[1] / 1e6, rel=1e-5)
+
+
 def test_geojson_gz_holds_the_same_features(tmp_path, predictor):
     """--geojson-gz: a slide's streamed GeoJSON and an ordinary image's, gzip-compressed, read
     back to the features of the plain files; --skip-existing knows them."""

@@ -15,6 +15,7 @@ import click
 from ..errors import NucleisegError
 from ..hardware import PRECISIONS
 from ..inference import DEFAULT_DIAMETER, DEFAULT_PRECISION
+from ..progress import parse_sized
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -76,6 +77,10 @@ def main(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     _setup_logging()
 
 
+#: The bar of a slide's blocks, counted in megapixels: "slide  45%|####  | 121/269 Mpx [00:30<00:36, 4.03Mpx/s]".
+SLIDE_BAR = "{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} {unit} [{elapsed}<{remaining}, {rate_fmt}]"
+
+
 def progress_bar(unit: str = "image", description: str | None = None, **tqdm_options) -> Callable:
     """A :class:`~nucleiseg.progress.Progress` drawing a tqdm bar on stderr (none with --quiet);
     ``description`` replaces the one the library gives, except for the blocks of a slide
@@ -86,9 +91,11 @@ def progress_bar(unit: str = "image", description: str | None = None, **tqdm_opt
     quiet = bool(ctx and ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
 
     def progress(items: Iterable, total: int | None = None, given: str = "") -> Iterable:
-        if given == "blocks":  # the blocks of one slide, under the bar of the images: a bar of its own
-            return tqdm(items, total=total, desc="slide blocks", unit="block", file=sys.stderr, disable=quiet,
-                        leave=False)
+        sized = parse_sized(given)
+        if sized and sized[0] == "blocks":  # the blocks of one slide, under the bar of the images: a bar of its
+            # own, in megapixels (each block counts for the mean of the blocks), with the rate and an ETA
+            return tqdm(items, total=total, desc="slide", unit=sized[2], unit_scale=sized[1], file=sys.stderr,
+                        disable=quiet, leave=False, bar_format=SLIDE_BAR)
         return tqdm(items, total=total, desc=description or given, unit=unit, file=sys.stderr, disable=quiet,
                     **tqdm_options)
 

@@ -42,7 +42,7 @@ from scipy import ndimage
 from ..errors import ImageReadError
 from ..io import atomic_write
 from ..postprocess import WatershedParams, probabilities_to_labels
-from ..progress import Progress, no_progress
+from ..progress import Progress, no_progress, sized
 from ..transforms import InputParams, apply_input, input_params
 
 DEFAULT_BLOCK_SIZE = 2048
@@ -286,7 +286,8 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     out : optional (H, W) uint32 array of zeros to write into (e.g. a new ``tifffile.memmap``;
         not zeroed here, so that a gigapixel map is not written twice).
     scale : each block is predicted resized by this factor (:meth:`Predictor.probabilities`).
-    progress : wraps the loop over blocks (see :mod:`nucleiseg.progress`).
+    progress : wraps the loop over blocks with the blocks' mean megapixels in the description
+        ("blocks [4.19 Mpx]", :func:`nucleiseg.progress.sized`; see :mod:`nucleiseg.progress`).
     params : the input normalisation; None measures it on a subsample of ``image`` (an array).
     tissue : blocks whose extended box holds no tissue are skipped (no nuclei there).
     on_block : called after each block is painted, in raster order (:class:`BlockDone`).
@@ -320,7 +321,8 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     cached = {ij for ij in todo if cache is not None and cache.has(*ij)}
     reads = [_Read(grid.boxes(*ij)[1], ij not in cached or on_block is not None, ij not in cached) for ij in todo]
     queue, finish = InOrder(pool), _Painter(labels, cache, on_block)
-    for (i, j), pending in progress(zip(todo, _read_ahead(image, reads, params, norm.channels)), len(todo), "blocks"):
+    described = sized("blocks", sum(_area(grid.boxes(*ij)[0]) for ij in todo) / 1e6 / max(len(todo), 1), "Mpx")
+    for (i, j), pending in progress(zip(todo, _read_ahead(image, reads, params, norm.channels)), len(todo), described):
         core, box = grid.boxes(i, j)
         try:
             block, x, read_s = pending.result()
@@ -342,6 +344,11 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
         finish(queue.ready())
     finish(queue.ready(wait_all=True))
     return labels, BlockwiseStats(finish.blocks, finish.nuclei, finish.truncated, skipped, *finish.seconds.tolist())
+
+
+def _area(box: tuple[int, int, int, int]) -> int:
+    """Pixels in the half-open box (r0, r1, c0, c1)."""
+    return (box[1] - box[0]) * (box[3] - box[2])
 
 
 class _Painter:
