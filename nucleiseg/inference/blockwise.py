@@ -311,8 +311,7 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
     """
     grid = BlockGrid.of(predictor, image.shape, block_size, halo)
     watershed = watershed or predictor.watershed
-    h, w = grid.shape
-    norm = predictor.config.normalization
+    (h, w), norm = grid.shape, predictor.config.normalization
     if params is None:
         params = input_params(image, norm.channels, norm.p_low, norm.p_high, max_pixels=4_000_000)
     labels = out if out is not None else np.zeros((h, w), np.uint32)
