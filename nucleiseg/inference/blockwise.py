@@ -415,10 +415,10 @@ MAX_POSTPROCESS_PROCESSES = 8
 def postprocess_processes(requested: int | None, device) -> int:
     """How many worker processes run the watershed and the measurements beside the network:
     ``requested``; by default (None) none where the network runs on the CPU (on 2 cores its
-    threads keep both busy: 4 blocks of 1800 x 1800 px, network 2.3 s and watershed +
-    measurements 1.4 s each, took 14.4 s in one process and 14.3 s with one worker process,
-    2-core AMD EPYC), and on CUDA one per CPU core beside the main process, at most
-    :data:`MAX_POSTPROCESS_PROCESSES`.
+    threads keep both busy: an 8192 x 8192 slide, ``predict --geojson``, took 53.2 s in one
+    process and 49.6 / 51.3 s with one worker process, whose main process then peaked at 1.59-1.67
+    GB instead of 1.38; 2-core AMD EPYC), and on CUDA one per CPU core beside the main process, at
+    most :data:`MAX_POSTPROCESS_PROCESSES`.
 
     Raises
     ------
