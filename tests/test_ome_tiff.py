@@ -57,16 +57,20 @@ def test_pyramid_above_8192_pixels(tmp_path):
 
 def test_blockwise_output_as_ome_tiff_equals_the_plain_one(tmp_path):
     """A 520 x 696 sample predicted block by block (block size 320), with and without a pixel
-    size: the same labels, the OME one carrying the size."""
+    size, and with the watershed in 2 worker processes: the same labels, the OME one carrying
+    the size."""
     path = sorted((bundled_samples_dir() / "images").iterdir())[5]
     assert read_image(path).shape[:2] == (520, 696)
     model = load_model(device="cpu")
     [plain] = predict_files([path], tmp_path / "plain", model, PredictOptions(block_size=320, overlay=False))
     [ome] = predict_files([path], tmp_path / "ome", model, PredictOptions(block_size=320, overlay=False,
                                                                         pixel_size=0.25, measure=True))
-    assert plain.status == ome.status == "done" and plain.n_nuclei == ome.n_nuclei > 0
-    np.testing.assert_array_equal(read_label_image(tmp_path / "ome" / f"{path.stem}.tif"),
-                                  read_label_image(tmp_path / "plain" / f"{path.stem}.tif"))
+    [pool] = predict_files([path], tmp_path / "pool", model, PredictOptions(block_size=320, overlay=False,
+                                                                          watershed_processes=2))
+    assert plain.status == ome.status == pool.status == "done" and plain.n_nuclei == ome.n_nuclei == pool.n_nuclei > 0
+    for other in ("ome", "pool"):
+        np.testing.assert_array_equal(read_label_image(tmp_path / other / f"{path.stem}.tif"),
+                                      read_label_image(tmp_path / "plain" / f"{path.stem}.tif"))
     assert _physical_size(tmp_path / "ome" / f"{path.stem}.tif")[0] == 0.25
     assert sorted(p.name for p in (tmp_path / "ome").iterdir()) == sorted(
         [f"{path.stem}.tif", f"{path.stem}_nuclei.csv", "summary.csv"])  # no temporary left behind

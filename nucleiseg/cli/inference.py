@@ -77,8 +77,9 @@ class Region(click.ParamType):
 @click.option("--level", default=0, show_default=True, type=click.IntRange(0),
               help="Slides: predict this pyramid level (0 = full resolution); GeoJSON and tables stay in level-0 pixels.")
 @click.option("--region", type=Region(), help="Slides: predict only this rectangle, X,Y,WIDTH,HEIGHT in level-0 pixels.")
-@click.option("--watershed-processes", type=click.IntRange(0), help="Slides: worker processes that run each block's "
-              "watershed, measurements and outlines while the network predicts the next blocks (0 = none). "
+@click.option("--watershed-processes", type=click.IntRange(0), help="Slides and other images predicted block by "
+              "block: worker processes that run each block's watershed (and a slide's measurements and outlines) "
+              "while the network predicts the next blocks (0 = none). "
               "[default: none on a CPU, one per spare core on CUDA]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every image's result, diameter and "
               "scale) instead of the lines.")

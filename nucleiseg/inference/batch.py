@@ -8,6 +8,7 @@ a killed run leaves only complete files and ``--skip-existing`` resumes it.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +24,7 @@ from ..io import write_label_memmap, write_labels, write_png, write_table
 from ..measure import measure_nuclei, summary_row
 from ..overlay import colour_overlay
 from ..progress import Progress, no_progress
-from .blockwise import DEFAULT_HALO, is_huge, predict_blockwise
+from .blockwise import DEFAULT_HALO, is_huge, postprocess_pool, postprocess_processes, predict_blockwise
 from .predictor import PredictOptions, Predictor, scaled_watershed
 
 #: Overlays of huge images are downscaled to at most this many pixels on the long side.
@@ -200,7 +201,11 @@ def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, o
     watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
 
     def fill(mapped: np.ndarray) -> None:
-        predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, watershed, options.tta, out=mapped,
-                          scale=scale)
+        with ExitStack() as stack:
+            pool = postprocess_pool(postprocess_processes(options.watershed_processes, predictor.device))
+            if pool is not None:
+                stack.callback(pool.shutdown, True, cancel_futures=True)
+            predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, watershed, options.tta, out=mapped,
+                              scale=scale, pool=pool)
 
     return write_label_memmap(path, image.shape[:2], fill, options.pixel_size)

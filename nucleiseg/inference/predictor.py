@@ -97,8 +97,9 @@ class PredictOptions:
         With ``geojson``: write it gzip-compressed, ``<ImageId>.geojson.gz`` (a slide's GeoJSON
         is several hundred MB a gigapixel).
     watershed_processes : int or None
-        Slides: worker processes that run each block's watershed, measurements and outlines
-        while the network predicts the next blocks (0: all in one process); None: the default of
+        Slides and images predicted block by block into a file: worker processes that run each
+        block's watershed (and a slide's measurements and outlines) while the network predicts
+        the next blocks (0: all in one process); None: the default of
         :func:`~nucleiseg.inference.blockwise.postprocess_processes` (none on a CPU, one per
         spare core on CUDA).
     """
