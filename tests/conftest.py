@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from nucleiseg.data.images import read_label_image
+from nucleiseg.data.images import read_image, read_label_image
 from nucleiseg.data.sources import bundled_samples_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,4 +73,32 @@ def small_dsb(tmp_path, sample_ids, sample_labels) -> Path:
         image = read_image(bundled_samples_dir() / "images" / f"{image_id}.png")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA) if image.ndim == 3 else image
         make_dsb_item(root, image_id, bgr, labels_to_masks(sample_labels[image_id]))
+    return root
+
+
+CROWDED = "4596961c789d"  # bundled sample: 520 x 696 fluorescence, 133 nuclei
+
+
+def crowded_sample() -> Path:
+    """The bundled crowded fluorescence sample's image file."""
+    return next((bundled_samples_dir() / "images").glob(f"{CROWDED}*.png"))
+
+
+@pytest.fixture(scope="module")
+def crops_dataset(tmp_path_factory) -> Path:
+    """A 'nucleiseg convert'-style folder of 12 crops of a real crowded image (not DSB2018 ids,
+    so the stratified rule holds 2 of them out for validation)."""
+    from nucleiseg.targets.border import class_map
+
+    root = tmp_path_factory.mktemp("crops")
+    (root / "train").mkdir()
+    image = read_image(crowded_sample())
+    labels = read_label_image(bundled_samples_dir() / "labels" / f"{crowded_sample().stem}.tif")
+    k = 0
+    for r in range(0, 520 - 96, 104):
+        for c in range(0, 696 - 96, 200):
+            lab = labels[r : r + 96, c : c + 96].astype(np.uint16)
+            np.savez_compressed(root / "train" / f"crop{k:02d}.npz", image=image[r : r + 96, c : c + 96],
+                                labels=lab, classes=class_map(lab, 2), border_width=np.int64(2))
+            k += 1
     return root

@@ -31,26 +31,6 @@ def _sample(prefix: str) -> Path:
     return next((bundled_samples_dir() / "images").glob(f"{prefix}*.png"))
 
 
-@pytest.fixture(scope="module")
-def crops_dataset(tmp_path_factory) -> Path:
-    """A 'nucleiseg convert'-style folder of 12 crops of a real crowded image (not DSB2018 ids,
-    so the stratified rule holds 2 of them out for validation)."""
-    from nucleiseg.targets.border import class_map
-
-    root = tmp_path_factory.mktemp("crops")
-    (root / "train").mkdir()
-    image = read_image(_sample(CROWDED))
-    labels = read_label_image(bundled_samples_dir() / "labels" / f"{_sample(CROWDED).stem}.tif")
-    k = 0
-    for r in range(0, 520 - 96, 104):
-        for c in range(0, 696 - 96, 200):
-            lab = labels[r : r + 96, c : c + 96].astype(np.uint16)
-            np.savez_compressed(root / "train" / f"crop{k:02d}.npz", image=image[r : r + 96, c : c + 96],
-                                labels=lab, classes=class_map(lab, 2), border_width=np.int64(2))
-            k += 1
-    return root
-
-
 def _torchrun(nproc: int, *args, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

@@ -512,3 +512,21 @@ def test_geojson_gz_holds_the_same_features(tmp_path, predictor):
         assert len(features) > 20 and features == read_features(tmp_path / "plain" / f"{image_id}.geojson")
     again = predict_files([src], tmp_path / "gz", predictor, PredictOptions(**base, geojson_gz=True, skip_existing=True))
     assert [r.status for r in again] == ["skipped"] * 2
+
+
+def test_bench_slide_command_runs_the_lazy_path_with_worker_processes(tmp_path):
+    """`nucleiseg bench slide` on a small slide of the bundled H&E samples: the lazy path with one
+    worker process and the whole-image path find about the same nuclei; the device is named."""
+    from click.testing import CliRunner
+
+    from nucleiseg.cli import main
+
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(main, ["-q", "bench", "slide", "--side", "2048", "--device", "cpu", "--watershed-processes",
+                                  "1", "--json", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    lazy, whole = result["rows"]
+    assert result["device"] == "cpu" and "network on cpu" in r.output
+    assert lazy["nuclei"] > 1000 and abs(lazy["nuclei"] - whole["nuclei"]) < 0.02 * whole["nuclei"]
+    assert result["dsb_between_paths"] > 0.95

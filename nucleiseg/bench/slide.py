@@ -108,10 +108,17 @@ from pathlib import Path
 from nucleiseg.inference.predictor import PredictOptions, load_model
 from nucleiseg.inference.slide import predict_slide_file
 from nucleiseg.io import output_paths
-path, out, precision = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-r = predict_slide_file(load_model(None, "cpu", precision=precision), path, output_paths(out, path.stem),
-                       PredictOptions(geojson=True, overlay=False))
-print(json.dumps({"n_nuclei": r.n_nuclei, "scale": r.scale, "unreadable": r.unreadable,
+path, out, precision, device = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+processes = None if sys.argv[5] == "auto" else int(sys.argv[5])
+predictor = load_model(None, device, precision=precision)
+r = predict_slide_file(predictor, path, output_paths(out, path.stem),
+                       PredictOptions(geojson=True, overlay=False, watershed_processes=processes))
+if predictor.device.type == "cuda":
+    import torch
+    device = f"cuda ({torch.cuda.get_device_name(predictor.device)})"
+else:
+    device = "cpu"
+print(json.dumps({"n_nuclei": r.n_nuclei, "scale": r.scale, "unreadable": r.unreadable, "device": device,
                   "tissue_fraction": r.tissue_fraction, "stats": r.stats._asdict()}))
 """
 
@@ -121,18 +128,21 @@ from pathlib import Path
 import nucleiseg.inference.batch as batch
 from nucleiseg.inference.predictor import PredictOptions, load_model
 batch.is_slide = lambda path: False  # nucleiseg before issue 24: the whole level read into memory
-path, out, precision = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+path, out, precision, device = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 t0 = time.perf_counter()
-results = batch.predict_files([path], out, load_model(None, "cpu", precision=precision),
+results = batch.predict_files([path], out, load_model(None, device, precision=precision),
                               PredictOptions(geojson=True, overlay=False))
 print(json.dumps({"results": [r.__dict__ for r in results], "seconds": time.perf_counter() - t0}))
 """
 
 
 def bench_slide(source: Path | None, side: int, tissue: float = 0.6, pixel_size: float = 0.25,
-                whole_image: bool = True, precision: str = "auto", keep: Path | None = None) -> dict:
+                whole_image: bool = True, precision: str = "auto", keep: Path | None = None, device: str = "cpu",
+                watershed_processes: int | None = None) -> dict:
     """Build a ``side`` x ``side`` slide from ``source``'s H&E images and time both paths
-    (module docstring). Returns a dict of the rows and the machine."""
+    (module docstring); the lazy path runs the network on ``device`` ("cpu", "cuda" or "auto")
+    with ``watershed_processes`` worker processes (None: the default for the device). Returns a
+    dict of the rows and the machine."""
     from ..data.images import read_label_image
     from ..data.slides import write_slide
     from ..metrics import image_metrics
@@ -145,13 +155,17 @@ def bench_slide(source: Path | None, side: int, tissue: float = 0.6, pixel_size:
     write_slide(slide, mosaic, pixel_size, "svs", tile=256, compression="jpeg")
     result: dict = {"machine": machine(), "side": side, "megapixels": side * side / 1e6, "tissue": tissue,
                     "slide_MB": slide.stat().st_size / 1e6, "build_s": time.perf_counter() - t0, "rows": []}
-    seconds, peak, out = _run([sys.executable, "-c", _LAZY, str(slide), str(folder / "lazy"), precision])
+    processes = "auto" if watershed_processes is None else str(watershed_processes)
+    seconds, peak, out = _run([sys.executable, "-c", _LAZY, str(slide), str(folder / "lazy"), precision, device,
+                               processes])
     info = json.loads(out)
+    result["device"] = info["device"]
     result["rows"].append({"path": "slide, read lazily (this version)", "seconds": seconds, "peak_MB": peak,
                            "nuclei": info["n_nuclei"], "scale": info["scale"], "error": "; ".join(info["unreadable"]),
                            "tissue_blocks": info["tissue_fraction"], "stats": info["stats"]})
     if whole_image:
-        seconds, peak, out = _run([sys.executable, "-c", _LEGACY, str(slide), str(folder / "whole"), precision])
+        seconds, peak, out = _run([sys.executable, "-c", _LEGACY, str(slide), str(folder / "whole"), precision,
+                                   device])
         info = json.loads(out)["results"][0]
         result["rows"].append({"path": "whole level 0 in memory (before issue 24)", "seconds": seconds,
                                "peak_MB": peak, "nuclei": info["n_nuclei"], "scale": info["scale"],
@@ -184,5 +198,5 @@ def format_slide(result: dict) -> str:
                      f"{stats['watershed_s']:.1f}, writing {stats['output_s']:.1f}")
     if "dsb_between_paths" in result:
         lines.append(f"DSB score of the lazy path's labels against the whole-image path's: {result['dsb_between_paths']:.4f}")
-    lines.append(result["machine"])
+    lines.append(result["machine"] + (f"; network on {result['device']}" if "device" in result else ""))
     return "\n".join(lines)

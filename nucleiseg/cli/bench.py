@@ -167,11 +167,15 @@ def bench_train_cmd(data: tuple[Path, ...], features: str, input_channels: str, 
 @click.option("--whole-image/--no-whole-image", default=True, show_default=True,
               help="Also run the whole-image path (level 0 read into memory, as before issue 24).")
 @precision_option
+@device_option
+@click.option("--watershed-processes", type=click.IntRange(0), help="Worker processes for the blocks' watershed, "
+              "measurements and outlines in the lazy path. [default: none on a CPU, one per spare core on CUDA]")
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path),
               help="Build the slide and outputs in this folder and keep them [default: a temporary folder].")
 @_JSON
 def bench_slide_cmd(source: Path | None, side: int, tissue: float, pixel_size: float, whole_image: bool,
-                    precision: str, keep: Path | None, as_json: Path | None) -> None:
+                    precision: str, device: str, watershed_processes: int | None, keep: Path | None,
+                    as_json: Path | None) -> None:
     """Whole-slide prediction: megapixels per second and peak memory, lazy slide path vs whole image.
 
     \b
@@ -185,7 +189,7 @@ def bench_slide_cmd(source: Path | None, side: int, tissue: float, pixel_size: f
     from ..bench.slide import bench_slide, format_slide
 
     try:
-        result = bench_slide(source, side, tissue, pixel_size, whole_image, precision, keep)
+        result = bench_slide(source, side, tissue, pixel_size, whole_image, precision, keep, device, watershed_processes)
     except ValueError as exc:
         fail(str(exc))
     click.echo(format_slide(result))
