@@ -435,16 +435,20 @@ def postprocess_processes(requested: int | None, device) -> int:
 
 
 def postprocess_pool(processes: int) -> Executor | None:
-    """A pool of ``processes`` worker processes for the watershed and the measurements (started
-    by a fork server: the workers load NumPy, SciPy and scikit-image, never the network), or None
-    for 0. Use it as a context manager; shut down, it waits for its work."""
+    """A pool of ``processes`` worker processes for the watershed and the measurements, or None
+    for 0. They are started by a fork server (spawned where there is none, on Windows): never
+    forked from a process whose PyTorch threads are running, and loading NumPy, SciPy and
+    scikit-image, never the network. Use it as a context manager; shut down, it waits for its work."""
     if processes <= 0:
         return None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["nucleiseg.postprocess", "nucleiseg.measure", "nucleiseg.geojson"])
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["nucleiseg.postprocess", "nucleiseg.measure", "nucleiseg.geojson"])
+    else:
+        context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(processes, mp_context=context)
 
 
