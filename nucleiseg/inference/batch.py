@@ -8,7 +8,6 @@ a killed run leaves only complete files and ``--skip-existing`` resumes it.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -201,10 +200,7 @@ def _predict_huge_to_tiff(predictor: Predictor, image: np.ndarray, path: Path, o
     watershed = scaled_watershed(options.watershed or predictor.watershed, scale)
 
     def fill(mapped: np.ndarray) -> None:
-        with ExitStack() as stack:
-            pool = postprocess_pool(postprocess_processes(options.watershed_processes, predictor.device))
-            if pool is not None:
-                stack.callback(pool.shutdown, True, cancel_futures=True)
+        with postprocess_pool(postprocess_processes(options.watershed_processes, predictor.device)) as pool:
             predict_blockwise(predictor, image, options.block_size, DEFAULT_HALO, watershed, options.tta, out=mapped,
                               scale=scale, pool=pool)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -434,13 +435,16 @@ def postprocess_processes(requested: int | None, device) -> int:
     return max(0, min((os.cpu_count() or 1) - 1, MAX_POSTPROCESS_PROCESSES))
 
 
-def postprocess_pool(processes: int) -> Executor | None:
-    """A pool of ``processes`` worker processes for the watershed and the measurements, or None
-    for 0. They are started by a fork server (spawned where there is none, on Windows): never
-    forked from a process whose PyTorch threads are running, and loading NumPy, SciPy and
-    scikit-image, never the network. Use it as a context manager; shut down, it waits for its work."""
+@contextmanager
+def postprocess_pool(processes: int) -> Iterator[Executor | None]:
+    """A context with a pool of ``processes`` worker processes for the watershed and the
+    measurements, or with None for 0. They are started by a fork server (spawned where there is
+    none, on Windows): never forked from a process whose PyTorch threads are running, and loading
+    NumPy, SciPy and scikit-image, never the network. On leaving, work not started is cancelled
+    and the workers stop."""
     if processes <= 0:
-        return None
+        yield None
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -449,7 +453,11 @@ def postprocess_pool(processes: int) -> Executor | None:
         context.set_forkserver_preload(["nucleiseg.postprocess", "nucleiseg.measure", "nucleiseg.geojson"])
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(processes, mp_context=context)
+    pool = ProcessPoolExecutor(processes, mp_context=context)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _own(probs: np.ndarray, watershed: WatershedParams, origin: tuple[int, int], core: tuple[int, int, int, int],

@@ -408,9 +408,8 @@ def predict_slide(predictor: Predictor, slide: Slide, paths: OutputPaths, option
     cache = BlockCache(block_cache_folder(paths), plan.key,
                        fresh=not (options.skip_existing if resume is None else resume))
     with ExitStack() as stack:
-        pool = postprocess_pool(postprocess_processes(options.watershed_processes, predictor.device))
-        if pool is not None:
-            stack.callback(pool.shutdown, True, cancel_futures=True)
+        pool = stack.enter_context(postprocess_pool(postprocess_processes(options.watershed_processes,
+                                                                         predictor.device)))
         writer = _BlockWriter(plan.pixel_size, window.origin, d, pool)
         if options.geojson:
             from ..geojson import feature_writer
