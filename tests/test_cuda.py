@@ -3,9 +3,9 @@ moved between CPU and GPU, and torchrun with NCCL (issue 24 item 5).
 
 Every test here needs an NVIDIA GPU and skips, saying so, without one (CI has none). The
 tolerances: the CPU predicts in float32; on CUDA, float32 convolutions may run in TF32 (PyTorch's
-default for cuDNN), so the probabilities of the same network agree to 2e-2 at every pixel, not
-bit for bit, and a probability that close to a threshold can split or merge a nucleus: the label
-images must agree to a DSB score of 0.97 (mean over the bundled samples; 1.0 = the same nuclei,
+default for cuDNN), so the probabilities of the same network agree to 5e-2 at every pixel and
+to 1e-3 on average, not bit for bit, and a probability that close to a threshold can split or
+merge a nucleus: the label images must agree to a DSB score of 0.97 (mean over the bundled samples; 1.0 = the same nuclei,
 outlines matching to IoU 0.95). CUDA's default, bf16 autocast, must score the bundled samples'
 truth within 0.01 of the CPU.
 """
@@ -29,8 +29,9 @@ from nucleiseg.metrics import dsb_score
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device here: these tests run on a machine with an NVIDIA GPU")
 
-#: Largest difference of a probability between CPU (float32) and CUDA (float32, TF32 convolutions).
-PROBABILITY_ATOL = 2e-2
+#: Largest difference of a probability between CPU (float32) and CUDA (float32, TF32 convolutions),
+#: and the largest mean difference over an image.
+PROBABILITY_ATOL, PROBABILITY_MEAN = 5e-2, 1e-3
 #: Least mean DSB agreement of CUDA float32 labels with CPU labels over the bundled samples.
 LABEL_AGREEMENT = 0.97
 
@@ -54,7 +55,7 @@ def test_cuda_prediction_equals_cpu_within_tolerance(predictors):
         x = predictors["cpu"].normalize(image)
         p_cpu = predictors["cpu"].probabilities_of_normalized(x)
         p_gpu = predictors["cuda"].probabilities_of_normalized(x)
-        assert np.abs(p_cpu - p_gpu).max() <= PROBABILITY_ATOL
+        assert np.abs(p_cpu - p_gpu).max() <= PROBABILITY_ATOL and np.abs(p_cpu - p_gpu).mean() <= PROBABILITY_MEAN
         cpu, _, _ = predictors["cpu"].segment(image, options)
         gpu, _, _ = predictors["cuda"].segment(image, options)
         bf16, _, _ = predictors["cuda-auto"].segment(image, options)
