@@ -114,7 +114,9 @@ class TrainingState:
             self.ema.load_state_dict(state["ema"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.best_score, self.history = state["best_score"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
+        # map_location put the CPU generator's state on ``device`` too; set_rng_state takes a CPU
+        # ByteTensor only (on CUDA, resuming failed: "RNG state must be a torch.ByteTensor")
+        torch.set_rng_state(state["torch_rng"].cpu())
 
 
 class Clock:
