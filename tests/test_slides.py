@@ -463,6 +463,10 @@ def test_results_come_back_in_the_order_their_work_went_in():
     assert 0 <= postprocess_processes(None, "cuda") <= 8
     with pytest.raises(ValueError, match="watershed processes"):
         postprocess_processes(-1, "cpu")
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as daemonic:  # its workers may start no processes
+        assert daemonic.apply(postprocess_processes, (3, "cuda")) == 0
     with pytest.raises(ValueError, match="watershed processes"):
         PredictOptions(watershed_processes=-1)
 

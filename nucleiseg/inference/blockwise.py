@@ -419,16 +419,21 @@ def postprocess_processes(requested: int | None, device) -> int:
     threads keep both busy: an 8192 x 8192 slide, ``predict --geojson``, took 53.2 s in one
     process and 49.6 / 51.3 s with one worker process, whose main process then peaked at 1.59-1.67
     GB instead of 1.38; 2-core AMD EPYC), and on CUDA one per CPU core beside the main process, at
-    most :data:`MAX_POSTPROCESS_PROCESSES`.
+    most :data:`MAX_POSTPROCESS_PROCESSES`. Always none in a daemonic process (a Dask worker, a
+    ``multiprocessing.Pool`` worker), which is not allowed to start processes.
 
     Raises
     ------
     ValueError
         if ``requested`` is negative.
     """
+    import multiprocessing
+
+    if requested is not None and requested < 0:
+        raise ValueError(f"watershed processes must be >= 0, got {requested}")
+    if multiprocessing.current_process().daemon:
+        return 0
     if requested is not None:
-        if requested < 0:
-            raise ValueError(f"watershed processes must be >= 0, got {requested}")
         return requested
     if getattr(device, "type", device) != "cuda":
         return 0

@@ -20,13 +20,13 @@ tissue; each region task then segments :data:`REGION_BLOCKS` of those blocks int
 block cache in OUT (:func:`~nucleiseg.inference.slide.predict_slide_blocks`, each block written
 atomically); when all are done, one task predicts the slide as a single process would, with the
 plan task's plan (not planned again), reading every block back from the cache (a block missing
-there, from a failed region, is predicted then), and writes the outputs. The nuclei are therefore those of one process, label for label.
+there, from a failed region, is predicted then), and writes the outputs. The nuclei are therefore
+those of one process, label for label.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import uuid
 from pathlib import Path
@@ -187,13 +187,13 @@ def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.Pa
     :func:`~nucleiseg.inference.predictor.load_model`); ``options`` as for
     :func:`~nucleiseg.inference.batch.predict_files` (watershed None: the model's values).
     A whole-slide image is spread over the workers in regions of :data:`REGION_BLOCKS` blocks
-    (see the module docstring), with the nuclei of one process; its tasks run in their worker,
-    with no worker processes of their own (``options.watershed_processes`` is set to 0: Dask's
-    workers are daemonic processes, which cannot start any; the cluster is the parallelism).
+    (see the module docstring), with the nuclei of one process; Dask's workers are daemonic
+    processes, so its tasks start no worker processes of their own
+    (:func:`~nucleiseg.inference.blockwise.postprocess_processes`): the cluster is the parallelism.
     Returns one result per input image, in input order; a failed image is reported, never
     retried by hand (a *lost worker's* tasks are rerun by Dask itself).
     """
-    options = dataclasses.replace(options or PredictOptions(), watershed_processes=0)
+    options = options or PredictOptions()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo, repeated = unique_inputs(inputs)
