@@ -155,7 +155,7 @@ def _write_files(model_file, folder: Path, name: str) -> None:
     # test tensors: a bundled one-colour sample (CC0) and nucleiseg's own probabilities for it
     image = read_image(sorted((bundled_samples_dir() / "images").iterdir())[1])
     image = image[: image.shape[0] // multiple * multiple, : image.shape[1] // multiple * multiple]
-    predictor = Predictor(*model_file, torch.device("cpu"))
+    predictor = Predictor(*model_file, torch.device("cpu"), precision="fp32")  # the reference output: float32
     probabilities = predictor.probabilities_of_normalized(predictor.normalize(image))[None].astype(np.float32)
     raw = test_input(channels, image)
     np.save(folder / "test_input.npy", raw)

@@ -1,5 +1,5 @@
 """What this machine's CPU is and which number formats it computes natively, and the one rule
-for the precision the network trains in.
+for the precision the network trains and predicts in.
 
 bf16 (bfloat16) autocast runs convolutions and matrix products in 16-bit brain floating point
 and keeps the weights, the optimiser and the loss in float32 (PyTorch's automatic mixed precision,
@@ -59,9 +59,15 @@ def cpu_bf16() -> str | None:
 
 
 def autocast_dtype(precision: Precision, device_type: str) -> "torch.dtype | None":  # noqa: F821
-    """The autocast dtype for ``precision`` on ``device_type`` ("cpu" or "cuda"): None (float32)
-    or ``torch.bfloat16``. "auto" is bf16 on CUDA and on CPUs with native bf16 (:func:`cpu_bf16`),
-    float32 elsewhere; "fp32" and "bf16" force the choice.
+    """The autocast dtype for ``precision`` on ``device_type`` ("cpu" or "cuda"), in training and
+    at inference: None (float32) or ``torch.bfloat16``. "auto" is bf16 on CUDA and on CPUs with
+    native bf16 (:func:`cpu_bf16`), float32 elsewhere; "fp32" and "bf16" force the choice.
+
+    At inference the diameter estimate runs in float32 whatever this says
+    (:class:`~nucleiseg.inference.predictor.Predictor`): so placed, bf16 labels agreed with float32
+    labels to DSB 0.998 on the 108 validation images (0.980 with the estimate in bf16 too, below
+    issue 24's 0.99 for a default), with the same accuracy (``python
+    benchmarks/bench_precision.py``; benchmarks/README.md, "bf16 inference on the CPU").
 
     Raises
     ------
@@ -77,24 +83,6 @@ def autocast_dtype(precision: Precision, device_type: str) -> "torch.dtype | Non
     if precision == "bf16" or device_type == "cuda" or (device_type == "cpu" and cpu_bf16() is not None):
         return torch.bfloat16
     return None
-
-
-def inference_autocast_dtype(precision: Precision, device_type: str) -> "torch.dtype | None":  # noqa: F821
-    """The autocast dtype of the network at inference: as :func:`autocast_dtype`, except that
-    "auto" keeps float32 on every CPU. bf16 on a native-bf16 CPU (AMD EPYC, avx512_bf16) gave
-    the same accuracy on the 108 validation images (DSB 0.5520 against 0.5521) but labels that
-    agree with float32's only to DSB 0.980 on average (issue 24 asks 0.99 for a default), and
-    19 % less time per image (``python benchmarks/bench_precision.py``; benchmarks/README.md).
-    ``precision="bf16"`` asks for it.
-
-    Raises
-    ------
-    ValueError
-        for a precision not in :data:`PRECISIONS`.
-    """
-    if precision == "auto" and device_type == "cpu":
-        return None
-    return autocast_dtype(precision, device_type)
 
 
 def describe(device: "torch.device", dtype: "torch.dtype | None") -> str:  # noqa: F821

@@ -51,7 +51,7 @@ def onnx_predictor():
 
 
 def test_onnx_labels_equal_pytorch_on_the_bundled_samples(onnx_predictor):
-    torch_predictor = load_model(device="cpu")
+    torch_predictor = load_model(device="cpu", precision="fp32")  # the ONNX graph is float32
     for path in _samples():
         image = read_image(path)
         p_torch = torch_predictor.predict_probabilities(image)
@@ -72,7 +72,8 @@ def test_onnx_file_carries_the_model_config(tmp_path, onnx_predictor):
     np.testing.assert_array_equal(from_file.predict(image), onnx_predictor.predict(image))
     # TTA and tiling go through the same Predictor code
     np.testing.assert_allclose(from_file.predict_probabilities(image, tta=True),
-                               load_model(device="cpu").predict_probabilities(image, tta=True), atol=1e-4)
+                               load_model(device="cpu", precision="fp32").predict_probabilities(image, tta=True),
+                               atol=1e-4)
 
 
 def test_onnx_mistakes_are_one_line(tmp_path, onnx_predictor):
@@ -106,12 +107,13 @@ def test_predict_backend_onnx_cli_equals_torch(tmp_path, onnx_predictor):
                              str(tmp_path / "m.onnx"), "--no-overlay"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "on cpu, onnx" in r.output and "DSB score on the 8 bundled samples: 0.4551" in r.output
-    r = runner.invoke(main, ["-q", "predict", "-o", str(tmp_path / "torch"), "--no-overlay", "--device", "cpu"],
+    r = runner.invoke(main, ["-q", "predict", "-o", str(tmp_path / "torch"), "--no-overlay", "--device", "cpu",
+                             "--precision", "fp32"],
                       catch_exceptions=False)
     for path in _samples():
         np.testing.assert_array_equal(read_label_image(tmp_path / "onnx" / f"{path.stem}.tif"),
                                       read_label_image(tmp_path / "torch" / f"{path.stem}.tif"))
-    r = runner.invoke(main, ["bench", "predict", "--onnx", "--no-tta", "--device", "cpu", "--json",
+    r = runner.invoke(main, ["bench", "predict", "--onnx", "--no-tta", "--device", "cpu", "--precision", "fp32", "--json",
                              str(tmp_path / "b.json")], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
@@ -183,7 +185,7 @@ def test_dask_workers_run_the_onnx_backend(tmp_path, onnx_predictor):
         results = predict_on_cluster(client, paths, tmp_path / "out", None, PredictOptions(overlay=False, geojson=True),
                                      device="cpu", backend="onnx")
     assert [r.status for r in results] == ["done"] * 3
-    torch_predictor = load_model(device="cpu")
+    torch_predictor = load_model(device="cpu", precision="fp32")  # the ONNX graph is float32
     for path in paths:
         np.testing.assert_array_equal(read_label_image(tmp_path / "out" / f"{path.stem}.tif"),
                                       torch_predictor.predict(read_image(path)))

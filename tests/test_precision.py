@@ -51,10 +51,6 @@ def test_native_bf16_from_cpuinfo_flags(fake_cpu, flags, native):
     assert hardware.autocast_dtype("auto", "cuda") is torch.bfloat16  # always on a GPU
     assert hardware.autocast_dtype("fp32", "cuda") is None
     assert hardware.autocast_dtype("bf16", "cpu") is torch.bfloat16
-    # inference keeps float32 on CPUs unless bf16 is asked for (labels agree only to DSB 0.98)
-    assert hardware.inference_autocast_dtype("auto", "cpu") is None
-    assert hardware.inference_autocast_dtype("auto", "cuda") is torch.bfloat16
-    assert hardware.inference_autocast_dtype("bf16", "cpu") is torch.bfloat16
     line = hardware.describe(torch.device("cpu"), expected)
     assert line.startswith("cpu (Intel(R) Xeon(R) Platinum 8480+, ")
     assert line.endswith(f"bf16 autocast: {native}" if native else "float32; no native bf16 on this CPU")
@@ -78,8 +74,10 @@ def test_bad_precision_is_refused():
 
 
 def test_bf16_inference_labels_follow_fp32(sample_ids, sample_labels):
-    """bf16 autocast on the CPU (``--precision bf16``) finds nearly the nuclei float32 finds, and
-    scores as well against the truth, on the bundled sample with the most nuclei."""
+    """bf16 autocast on the CPU (``--precision bf16``, the default on CPUs with native bf16) finds
+    nearly the nuclei float32 finds, and scores as well against the truth, on the bundled sample
+    with the most nuclei; the diameter estimate runs in float32 in both, so both choose the same
+    scale to the last bit, on every bundled sample."""
     from nucleiseg.data.images import read_image
     from nucleiseg.data.sources import bundled_samples_dir
     from nucleiseg.inference.predictor import PredictOptions, Predictor
@@ -87,7 +85,7 @@ def test_bf16_inference_labels_follow_fp32(sample_ids, sample_labels):
 
     image_id = max(sample_ids, key=lambda i: sample_labels[i].max())
     image = read_image(bundled_samples_dir() / "images" / f"{image_id}.png")
-    fp32 = Predictor.from_file(device="cpu")
+    fp32 = Predictor.from_file(device="cpu", precision="fp32")
     bf16 = Predictor.from_file(device="cpu", precision="bf16")
     assert fp32.autocast is None and bf16.autocast is torch.bfloat16
     options = PredictOptions(diameter=None)
@@ -95,8 +93,32 @@ def test_bf16_inference_labels_follow_fp32(sample_ids, sample_labels):
     assert image_metrics(a, b).dsb_score > 0.9
     truth = sample_labels[image_id]
     assert image_metrics(truth, b).dsb_score == pytest.approx(image_metrics(truth, a).dsb_score, abs=0.02)
+    for i in sample_ids:
+        image = read_image(bundled_samples_dir() / "images" / f"{i}.png")
+        a, b = fp32.segment(image), bf16.segment(image)
+        assert (a.diameter, a.scale) == (b.diameter, b.scale)
     with pytest.raises(ValueError, match="precision must be one of"):
         Predictor.from_file(device="cpu", precision="half")
+
+
+def test_the_diameter_estimate_runs_in_float32_and_the_rest_in_the_precision_asked(monkeypatch):
+    """On an image larger than one tile, the estimate's passes (its central tile) are float32 and
+    the whole image's pass is the predictor's precision."""
+    from nucleiseg.inference.predictor import PredictOptions, Predictor
+
+    predictor = Predictor.from_file(device="cpu", precision="bf16", tile_size=128, overlap=16)
+    flags = []
+    forward = predictor._forward
+    monkeypatch.setattr(predictor, "_forward", lambda batch, float32=False: flags.append(float32) or forward(batch, float32))
+    yy, xx = np.mgrid[:300, :300]
+    image = np.zeros((300, 300), np.uint8)
+    for cy in range(20, 300, 40):
+        for cx in range(20, 300, 40):
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < 12**2] = 200
+    segmentation = predictor.segment(image, PredictOptions(diameter="auto"))
+    k = flags.index(False)  # the first pass over the whole image
+    assert k >= 1 and all(flags[:k]) and not any(flags[k:])
+    assert segmentation.diameter == pytest.approx(2 * 12, rel=0.15) and segmentation.labels.max() == 49
 
 
 def test_bf16_step_follows_the_fp32_step():

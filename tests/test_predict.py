@@ -101,8 +101,8 @@ def test_bad_tile_size():
 def test_channels_last_gives_the_same_probabilities():
     path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("1c681dfa5cf7"))
     image = read_image(path)
-    plain = Predictor.from_file(device="cpu", channels_last=False)
-    fast = Predictor.from_file(device="cpu", channels_last=True)
+    plain = Predictor.from_file(device="cpu", channels_last=False, precision="fp32")
+    fast = Predictor.from_file(device="cpu", channels_last=True, precision="fp32")
     assert fast.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(fast.predict_probabilities(image), plain.predict_probabilities(image), atol=1e-4)
@@ -199,10 +199,10 @@ def test_auto_diameter_reuses_the_estimate_passes(monkeypatch):
         calls = []
         original = Predictor.probabilities_of_normalized
         monkeypatch.setattr(Predictor, "probabilities_of_normalized",
-                            lambda self, x, tta=False: calls.append(x.shape) or original(self, x, tta))
+                            lambda self, x, tta=False, float32=False: calls.append(x.shape) or original(self, x, tta, float32))
         seg = predictor.segment(image)
         monkeypatch.setattr(Predictor, "probabilities_of_normalized", original)
         assert len(calls) == (2 if seg.scale != 1.0 else 1), (prefix, seg.scale, calls)
-        afresh = probabilities_to_labels(predictor.probabilities(predictor.normalize(image), False, seg.scale),
+        afresh = probabilities_to_labels(predictor.probabilities(predictor.normalize(image), False, seg.scale, True),
                                          scaled_watershed(predictor.watershed, seg.scale))
         np.testing.assert_array_equal(seg.labels, afresh)

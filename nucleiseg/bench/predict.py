@@ -60,12 +60,14 @@ def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat:
                              "same_labels": None if use_tta or reference is None
                              else bool(np.array_equal(labels, reference))})
     return {"machine": machine(), "device": device_name(predictor.device), "torch_threads": torch.get_num_threads(),
+            "precision": "float32" if predictor.autocast is None else "bf16 autocast",
             "channels_last": predictor.channels_last, "compiled": predictor.network is not predictor.model,
             "rows": rows}
 
 
 def format_predict(result: dict) -> str:
     lines = [f"machine: {result['machine']}; device {result['device']}, torch threads {result['torch_threads']}, "
+             f"{result.get('precision', 'float32')}, "
              f"channels-last {'on' if result.get('channels_last') else 'off'}, "
              f"torch.compile {'on' if result.get('compiled') else 'off'}",
              f"{'image':<14}{'H x W':>11}{'backend':>8}{'TTA':>5}{'network ms':>12}{'watershed ms':>14}"

@@ -109,8 +109,9 @@ def device_option(function: Callable) -> Callable:
 
 def precision_option(function: Callable) -> Callable:
     return click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULT_PRECISION, show_default=True,
-                        help="The network's arithmetic: auto = bf16 autocast on CUDA, float32 on CPUs; bf16 is "
-                        "faster on CPUs with AMX or AVX512-BF16, its labels a little different.")(function)
+                        help="The network's arithmetic: auto = bf16 autocast on CUDA and on CPUs with AMX or "
+                        "AVX512-BF16 (faster there), float32 elsewhere; the diameter estimate is float32 "
+                        "always.")(function)
 
 
 # ---------------------------------------------------------------- options from dataclasses

@@ -92,9 +92,10 @@ def bench_score_cmd(source: Path | None, huge: bool, model: Path | None, as_json
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network (compilation not timed).")
 @click.option("--onnx", "with_onnx", is_flag=True, help="Also time the ONNX backend (onnxruntime) on the same images, "
               "row by row beside PyTorch, and compare its labels (the 'onnx' extra).")
+@precision_option
 @_JSON
 def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str, no_tta: bool, channels_last: bool,
-                      compile_model: bool, with_onnx: bool, as_json: Path | None) -> None:
+                      compile_model: bool, with_onnx: bool, precision: str, as_json: Path | None) -> None:
     """Inference speed per image size: one image of each distinct size among INPUTS.
 
     \b
@@ -102,14 +103,15 @@ def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str,
     from 256 x 256 to 1024 x 1024].
     Example:
       nucleiseg bench predict
-      nucleiseg bench predict --onnx --no-tta
+      nucleiseg bench predict --onnx --no-tta --precision fp32
     """
     from ..bench.common import to_json
     from ..bench.predict import bench_predict, format_predict, one_image_per_size
     from ..data.sources import bundled_samples_dir
     from ..inference.predictor import Predictor, load_model
 
-    predictor = Predictor.from_file(model, device, channels_last=channels_last, compile=compile_model)
+    predictor = Predictor.from_file(model, device, channels_last=channels_last, compile=compile_model,
+                                    precision=precision)
     others = (load_model(model, device, "onnx"),) if with_onnx else ()
     images = one_image_per_size(list(inputs) or [bundled_samples_dir() / "images"])
     result = bench_predict(predictor, images, tta=(False,) if no_tta else (False, True), others=others)

@@ -26,5 +26,5 @@ BACKENDS = ("torch", "onnx")
 DEFAULT_DIAMETER = "auto"
 
 #: Default precision of the network at inference (:class:`Predictor` ``precision``): bf16 autocast
-#: on CUDA, float32 on CPUs (:func:`nucleiseg.hardware.inference_autocast_dtype`).
+#: on CUDA and on CPUs with native bf16, float32 elsewhere (:func:`nucleiseg.hardware.autocast_dtype`).
 DEFAULT_PRECISION = "auto"

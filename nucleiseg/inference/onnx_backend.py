@@ -83,8 +83,9 @@ class OnnxPredictor(Predictor):
         net, config = export_network(path)
         return cls(network_onnx(net, config), config, device, **kwargs)
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities."""
+    def _forward(self, batch: np.ndarray, float32: bool = False) -> np.ndarray:
+        """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities
+        (always float32: ``float32`` is there for the PyTorch predictor's signature)."""
         h, w = batch.shape[-2:]
         ph, pw = padding_to_multiple((h, w), self.pooling_multiple)
         x = np.ascontiguousarray(pad_to_shape(batch, (h + ph, w + pw)), dtype=np.float32)

@@ -20,9 +20,11 @@ it, and its probabilities reused, so "auto" costs one network pass more than non
 also be given in pixels, or None for no rescaling. Why "auto" is the default:
 benchmarks/README.md, "Scale handled by default (issue 23)".
 
-Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA
-(``precision="auto"``, the default; ``"bf16"`` also on a CPU, where its labels agree with
-float32's to DSB 0.98, see :func:`nucleiseg.hardware.inference_autocast_dtype`), with
+Speed options: the network runs under ``torch.inference_mode``, in bf16 autocast on CUDA and on
+CPUs with native bf16 (``precision="auto"``, the default, :func:`nucleiseg.hardware.autocast_dtype`),
+except the diameter estimate's passes, which always run in float32: a probability near a
+threshold can tip the estimate, and with it the whole image's scale (why: benchmarks/README.md,
+"bf16 inference on the CPU"); with
 channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
 CUDA cuDNN), and optionally compiled with ``torch.compile`` (``compile=True``: the first call per
 input shape pays the compilation, so it only pays off for many images of one size).
@@ -37,7 +39,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from ..hardware import Precision, inference_autocast_dtype
+from ..hardware import Precision, autocast_dtype
 from ..io import LABEL_FORMATS, OutputPaths, output_paths
 from ..labels import median_diameter
 from ..errors import ModelFileError
@@ -181,8 +183,8 @@ class Predictor:
     batch_size : tiles per network call.
     channels_last, compile : speed options (see the module docstring).
     precision : "auto", "fp32" or "bf16": the network's autocast
-        (:func:`nucleiseg.hardware.inference_autocast_dtype`; "auto" is bf16 on CUDA, float32 on
-        CPUs).
+        (:func:`nucleiseg.hardware.autocast_dtype`; "auto" is bf16 on CUDA and on CPUs with
+        native bf16, float32 elsewhere); the diameter estimate runs in float32 always.
 
     Raises
     ------
@@ -195,7 +197,7 @@ class Predictor:
                  batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False,
                  precision: Precision = DEFAULT_PRECISION):
         check_tiles(tile_size, overlap)
-        self.autocast = inference_autocast_dtype(precision, device.type)
+        self.autocast = autocast_dtype(precision, device.type)
         self.model = model.to(device).eval()
         self.channels_last = channels_last
         if channels_last:
@@ -231,37 +233,39 @@ class Predictor:
         return cls(model, config, device, **kwargs)
 
     @torch.inference_mode()
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities."""
+    def _forward(self, batch: np.ndarray, float32: bool = False) -> np.ndarray:
+        """(N, C, H, W) float32 network inputs -> (N, 3, H, W) float32 softmax probabilities;
+        ``float32`` runs the network without autocast whatever the precision."""
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        autocast = None if float32 else self.autocast
+        with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
             logits = self.network(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False) -> np.ndarray:
+    def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False, float32: bool = False) -> np.ndarray:
         """Probabilities (3, H, W) float32 of a network input (C, H, W) float32
-        (:meth:`normalize`); an (H, W) array is taken as one channel."""
+        (:meth:`normalize`); an (H, W) array is taken as one channel. ``float32``: no autocast."""
         x = x[None] if x.ndim == 2 else x
         if not tta:
-            return self._tiled(x)
+            return self._tiled(x, float32)
         acc = np.zeros((3,) + x.shape[1:], np.float32)
         for k in range(8):
-            acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k))), k)
+            acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k)), float32), k)
         return acc / 8.0
 
-    def _tiled(self, x: np.ndarray) -> np.ndarray:
+    def _tiled(self, x: np.ndarray, float32: bool) -> np.ndarray:
         h, w = x.shape[-2:]
         t = self.tile_size
         if h <= t and w <= t:
-            return self._forward(x[None])[0]
+            return self._forward(x[None], float32)[0]
         # The U-Net's max-pooling grid makes it shift-equivariant only for shifts by multiples of
         # 2**depth, so every tile starts at such a multiple: the image is first padded to a
         # multiple (as the network pads a whole image), tile lengths and strides are multiples too.
         m = self.pooling_multiple
         if h % m or w % m:
-            return self._tiled(pad_to_multiple(x, m))[:, :h, :w]
+            return self._tiled(pad_to_multiple(x, m), float32)[:, :h, :w]
         (th, row_starts), (tw, col_starts) = tile_layout(h, t, self.overlap, m), tile_layout(w, t, self.overlap, m)
         window = blend_window((th, tw), self.overlap)
         acc = np.zeros((3, h, w), np.float32)
@@ -269,7 +273,7 @@ class Predictor:
         corners = [(r, c) for r in row_starts for c in col_starts]
         for i in range(0, len(corners), self.batch_size):
             chunk = corners[i : i + self.batch_size]
-            probs = self._forward(np.stack([x[:, r : r + th, c : c + tw] for r, c in chunk]))
+            probs = self._forward(np.stack([x[:, r : r + th, c : c + tw] for r, c in chunk]), float32)
             for (r, c), p in zip(chunk, probs):
                 acc[:, r : r + th, c : c + tw] += p * window
                 norm[r : r + th, c : c + tw] += window
@@ -290,14 +294,14 @@ class Predictor:
         """
         return self.probabilities_of_normalized(self.normalize(image), tta)
 
-    def probabilities(self, x: np.ndarray, tta: bool = False, scale: float = 1.0) -> np.ndarray:
+    def probabilities(self, x: np.ndarray, tta: bool = False, scale: float = 1.0, float32: bool = False) -> np.ndarray:
         """:meth:`probabilities_of_normalized` of the network input ``x`` (C, H, W) resized by
         ``scale``, resized back to (3, H, W)."""
         if scale == 1.0:
-            return self.probabilities_of_normalized(x, tta)
+            return self.probabilities_of_normalized(x, tta, float32)
         h, w = x.shape[-2:]
         scaled = resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
-        return resize(self.probabilities_of_normalized(scaled, tta), (h, w))
+        return resize(self.probabilities_of_normalized(scaled, tta, float32), (h, w))
 
     def scale_for(self, image: np.ndarray, options: PredictOptions,
                   passes: dict[float, np.ndarray] | None = None) -> tuple[float | None, float]:
@@ -332,22 +336,23 @@ class Predictor:
         """(the nuclei's median diameter in original pixels, the second pass's factor or None) in
         ``image``'s central tile: a first pass at the original scale, and when that suggests
         rescaling, a second pass at the suggested factor, where fragments of large nuclei join
-        (None: too few nuclei). When the tile is the whole image, each pass's probabilities go
-        into ``passes`` by factor."""
+        (None: too few nuclei). Both passes run in float32 whatever the precision (a bf16
+        rounding near a threshold can move the estimate, and with it every pixel's scale). When
+        the tile is the whole image, each pass's probabilities go into ``passes`` by factor."""
         h, w = image.shape[:2]
         t = self.tile_size
         r0, c0 = max(0, (h - t) // 2), max(0, (w - t) // 2)
         x = self.normalize(image[r0 : r0 + t, c0 : c0 + t])
         keep = passes if passes is not None and h <= t and w <= t else {}
         watershed = options.watershed or self.watershed
-        keep[1.0] = self.probabilities(x, options.tta)
+        keep[1.0] = self.probabilities(x, options.tta, float32=True)
         diameter, n = median_diameter(probabilities_to_labels(keep[1.0], watershed))
         scale = self._scale_of(diameter) if n else 1.0
         if n < MIN_NUCLEI_FOR_SIZE:
             return None
         if scale == 1.0:
             return diameter, None
-        keep[scale] = self.probabilities(x, options.tta, scale)
+        keep[scale] = self.probabilities(x, options.tta, scale, float32=True)
         refined, m = median_diameter(probabilities_to_labels(keep[scale], scaled_watershed(watershed, scale)))
         return (refined, scale) if m >= MIN_NUCLEI_FOR_SIZE else (diameter, scale)
 
