@@ -49,7 +49,8 @@ GZIP_LEVEL = 3
 
 
 def _rings(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
-    """Closed marching-squares rings of a binary mask, as (K, 2) arrays of (x, y) image corners."""
+    """Closed marching-squares rings of a binary mask, as (K, 2) arrays of (x, y) image corners
+    without collinear corners (each a multiple of 1/2 pixel, so the test is exact)."""
     from skimage.measure import find_contours
 
     padded = np.pad(mask.astype(np.float32), 1)
@@ -58,8 +59,18 @@ def _rings(mask: np.ndarray, offset: tuple[int, int]) -> list[np.ndarray]:
         # contour is (row, col) in padded pixel-centre coordinates: minus the pad, plus the crop
         # offset, plus 0.5 for pixel-corner coordinates
         xy = np.stack([contour[:, 1] - 1 + offset[1] + 0.5, contour[:, 0] - 1 + offset[0] + 0.5], axis=1)
-        rings.append(xy)
+        corners = xy[:-1]  # find_contours repeats the first point at the end of a closed contour
+        before, after = corners - np.roll(corners, 1, axis=0), np.roll(corners, -1, axis=0) - corners
+        corners = corners[before[:, 0] * after[:, 1] != before[:, 1] * after[:, 0]]
+        if len(corners) >= 3:
+            rings.append(np.concatenate([corners, corners[:1]]))
     return rings
+
+
+def _signed_area(ring: np.ndarray) -> float:
+    """Shoelace area of a closed (K, 2) ring: positive when counter-clockwise in (x, y)."""
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
 
 
 def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
@@ -72,26 +83,28 @@ def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
 
     Returns
     -------
-    shapely Polygon / MultiPolygon in image coordinates (see the module docstring), oriented
-    (exteriors counter-clockwise), or None for an empty mask.
+    shapely Polygon / MultiPolygon in image coordinates (see the module docstring), exteriors
+    counter-clockwise and holes clockwise, without collinear corners, or None for an empty mask.
     """
-    from shapely.geometry import LinearRing, MultiPolygon, Polygon
-    from shapely.geometry.polygon import orient
+    from shapely.geometry import MultiPolygon, Polygon
 
     rings = _rings(mask, offset)
     # find_contours leaves the foreground on one side: exteriors and holes turn opposite ways
-    turns = [LinearRing(r).is_ccw for r in rings]
+    turns = [_signed_area(r) > 0 for r in rings]
     exteriors = [r for r, ccw in zip(rings, turns) if ccw]
     holes = [r for r, ccw in zip(rings, turns) if not ccw]
-    shells = [Polygon(r) for r in exteriors]
-    inner: list[list[np.ndarray]] = [[] for _ in shells]
-    for hole in holes:
-        point = Polygon(hole).representative_point()
-        for i, shell in enumerate(shells):
-            if shell.contains(point):
-                inner[i].append(hole)
-                break
-    polygons = [orient(Polygon(e, h).simplify(0), 1.0) for e, h in zip(exteriors, inner)]  # drop collinear corners
+    if not holes:
+        polygons = [Polygon(e) for e in exteriors]
+    else:
+        shells = [Polygon(r) for r in exteriors]
+        inner: list[list[np.ndarray]] = [[] for _ in shells]
+        for hole in holes:
+            point = Polygon(hole).representative_point()
+            for i, shell in enumerate(shells):
+                if shell.contains(point):
+                    inner[i].append(hole)
+                    break
+        polygons = [Polygon(e, h) for e, h in zip(exteriors, inner)]
     if not polygons:
         return None
     return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucleiseg.measure import measure_nuclei
+from nucleiseg.measure import COLUMNS, measure_nuclei
 from nucleiseg.overlay import colour_overlay, label_colours
 
 
@@ -39,3 +39,66 @@ def test_colour_overlay():
     assert (rgb[2, 2] == colours[1]).all() and (rgb[10, 10] == colours[2]).all()  # outlines in full colour
     assert (rgb[0, 0] == 0).all()  # background untouched
     assert not (colours[1] == colours[2]).all()
+
+
+def _regionprops(labels, gray):
+    from skimage.measure import regionprops_table
+
+    t = regionprops_table(labels, intensity_image=gray, properties=(
+        "label", "area", "centroid", "bbox", "equivalent_diameter_area", "eccentricity", "solidity", "intensity_mean"))
+    return {"label": t["label"], "area_px": t["area"], "centroid_row": t["centroid-0"], "centroid_col": t["centroid-1"],
+            "bbox_min_row": t["bbox-0"], "bbox_min_col": t["bbox-1"], "bbox_max_row": t["bbox-2"],
+            "bbox_max_col": t["bbox-3"], "equivalent_diameter_px": t["equivalent_diameter_area"],
+            "eccentricity": t["eccentricity"], "solidity": t["solidity"], "mean_intensity": t["intensity_mean"]}
+
+
+def _awkward_labels() -> np.ndarray:
+    """Shapes regionprops must agree on: a single pixel, a line, a diagonal, a ring with a hole,
+    a nucleus in two pieces, a concave L, label gaps, and nuclei touching the image's edges."""
+    labels = np.zeros((40, 50), np.int32)
+    labels[1, 1] = 2
+    labels[5, 3:15] = 4
+    labels[np.arange(20, 30), np.arange(1, 11)] = 5
+    yy, xx = np.mgrid[:40, :50]
+    r2 = (yy - 12) ** 2 + (xx - 30) ** 2
+    labels[(r2 < 36) & (r2 >= 4)] = 7
+    labels[30:33, 20:24] = 9
+    labels[35:38, 30:35] = 9
+    labels[20:30, 40:43] = 11
+    labels[27:30, 40:49] = 11
+    labels[0:4, 45:50] = 12
+    labels[36:40, 0:3] = 13
+    return labels
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.uint32, np.int64])
+def test_measurements_equal_regionprops(dtype, sample_labels, monkeypatch):
+    """Every column equals scikit-image's regionprops_table (the definitions it documents) on
+    hand-made awkward shapes and on the bundled samples' true labels, with a gray and an RGBA
+    image, and when the sums run over bands of a few rows."""
+    import nucleiseg.measure as measure
+
+    rng = np.random.default_rng(1)
+    cases = [_awkward_labels()] + [np.asarray(v) for v in sample_labels.values()][:3]
+    for band in (1 << 22, 37):
+        monkeypatch.setattr(measure, "_BAND_PIXELS", band)
+        for labels in cases:
+            labels = labels.astype(dtype)
+            rgba = rng.integers(0, 256, labels.shape + (4,), dtype=np.uint8)
+            for image in (rgba, rgba[..., 0].astype(np.float32) / 7):
+                gray = image[..., :3].astype(np.float32).mean(-1) if image.ndim == 3 else image
+                ours, ref = measure_nuclei(labels, image), _regionprops(labels.astype(np.int32), gray)
+                for column, expected in ref.items():
+                    np.testing.assert_allclose(ours[column], expected, rtol=1e-6, atol=1e-9, err_msg=column)
+                assert ours["label"].dtype == ours["area_px"].dtype == ours["bbox_max_col"].dtype == np.int64
+
+
+def test_bad_label_images_are_refused():
+    with pytest.raises(ValueError, match="non-negative"):
+        measure_nuclei(np.full((4, 4), -1, np.int32), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="integers"):
+        measure_nuclei(np.zeros((4, 4), np.float32), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="differ in shape"):
+        measure_nuclei(np.zeros((4, 4), np.int32), np.zeros((4, 5)))
+    empty = measure_nuclei(np.zeros((4, 4), np.int32), np.zeros((4, 4)))
+    assert all(len(v) == 0 for v in empty.values()) and set(empty) == set(COLUMNS)
