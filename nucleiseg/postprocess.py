@@ -95,8 +95,29 @@ def probabilities_to_labels(probabilities: np.ndarray, params: WatershedParams |
     markers, n = _markers((interior > p.marker_threshold) & foreground, p.marker_h)
     if n == 0:
         return np.zeros(interior.shape, dtype=np.int32)
-    labels = watershed(-interior, markers, mask=foreground)
-    return clean_labels(labels, p.min_area)
+    return clean_labels(_flood(-interior, markers, foreground), p.min_area)
+
+
+def _flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(image, markers, mask=mask)``, run on each 4-connected
+    component of ``mask`` that holds a marker, in its bounding box. Flooding never leaves a
+    component of the mask (the watershed's default connectivity is also 4) and within one the
+    pixels keep their order, so the labels are scikit-image's wherever no two marker pixels tie
+    in ``image`` (scikit-image queues all markers at one age, so among equal values its order
+    depends on the whole image; here only on the component, so a nucleus's outline does not
+    depend on what else a block holds). The watershed then visits the foreground only: 0.44 ->
+    0.27 s on 2000 x 2000 px of H&E probabilities, a quarter of them foreground, the labels
+    identical (2-core AMD EPYC)."""
+    components, _ = ndimage.label(mask)
+    labels = np.zeros(markers.shape, np.int32)
+    seeded = np.unique(components[markers > 0])
+    boxes = ndimage.find_objects(components)
+    for c in seeded[seeded > 0].tolist():
+        box = boxes[c - 1]
+        inside = components[box] == c
+        flooded = watershed(image[box], np.where(inside, markers[box], 0), mask=inside)
+        labels[box][inside] = flooded[inside]
+    return labels
 
 
 def _markers(seeds: np.ndarray, h: float) -> tuple[np.ndarray, int]:

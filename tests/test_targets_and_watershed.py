@@ -150,3 +150,35 @@ def test_watershed_params_round_trip_and_old_files():
     assert WatershedParams.from_dict(old).to_dict() == old
     with pytest.raises(ValueError, match="marker_h"):
         WatershedParams(marker_h=-1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_watershed_per_mask_component_equals_skimage_on_the_whole_image(seed):
+    """The watershed run component by component of the mask (what probabilities_to_labels does)
+    labels every pixel as scikit-image's watershed on the whole image where no two pixels tie:
+    random blobs, several markers in one component, components without a marker, markers on the
+    image's edges, single pixels touching the blobs only diagonally (separate 4-connected
+    components). With ties (plateaus) the whole-image watershed's order among the markers depends
+    on the rest of the image; per component it does not: a component's labels are the same
+    whatever else the image holds."""
+    from skimage.segmentation import watershed
+
+    from nucleiseg.postprocess import _flood
+
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.random((120, 150)), 3) + rng.random((120, 150)) * 1e-6  # no ties
+    mask = ndimage.gaussian_filter(rng.random((120, 150)), 2) > 0.5
+    mask[::7, ::9] = True
+    seeds = (rng.random((120, 150)) > 0.97) & mask
+    seeds[0, :] = mask[0, :]
+    markers, n = ndimage.label(seeds)
+    assert n > 10 and ndimage.label(mask)[1] > n // 4
+    np.testing.assert_array_equal(_flood(image, markers, mask), watershed(image, markers, mask=mask))
+
+    plateaus = np.round(image * 40) / 4
+    alone = _flood(plateaus, markers, mask)
+    wider = np.zeros((120, 301), plateaus.dtype), np.zeros((120, 301), markers.dtype), np.zeros((120, 301), bool)
+    for array, part in zip(wider, (plateaus, markers, mask)):
+        array[:, :150], array[:, 151:] = part, part[:, ::-1]  # a second, mirrored field beside it
+    wider[1][:, 151:][wider[1][:, 151:] > 0] += n
+    np.testing.assert_array_equal(_flood(*wider)[:, :150], alone)
