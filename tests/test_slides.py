@@ -440,7 +440,7 @@ def test_results_come_back_in_the_order_their_work_went_in():
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from nucleiseg.inference.blockwise import InOrder, postprocess_processes
+    from nucleiseg.inference.blockwise import InOrder, WorkerPool, postprocess_processes
 
     def work(k: int) -> int:
         time.sleep(0.05 * (5 - k))
@@ -448,7 +448,7 @@ def test_results_come_back_in_the_order_their_work_went_in():
 
     seen, most = [], 0
     with ThreadPoolExecutor(3) as pool:
-        queue = InOrder(pool)
+        queue = InOrder(WorkerPool(pool, 3))
         for k in range(6):
             queue.put(k, work, k)
             seen += list(queue.ready())

@@ -269,7 +269,7 @@ def predict_blockwise(predictor, image: np.ndarray, block_size: int = DEFAULT_BL
                       progress: Progress = no_progress, scale: float = 1.0, params: InputParams | None = None,
                       tissue: TissueMap | None = None, on_block: Callable[[BlockDone], None] | None = None,
                       on_read_error: Callable[[tuple[int, int, int, int], Exception], None] | None = None,
-                      cache: BlockCache | None = None, pool: Executor | None = None) -> tuple[np.ndarray, BlockwiseStats]:
+                      cache: BlockCache | None = None, pool: WorkerPool | None = None) -> tuple[np.ndarray, BlockwiseStats]:
     """Label image of a huge ``image``, predicted block by block (see the module docstring).
 
     Parameters
@@ -374,16 +374,23 @@ class _Painter:
             self.seconds += (*times, watershed_s, time.perf_counter() - t0)
 
 
-class InOrder:
-    """Results handed back in the order their work was put in, the work run in ``pool`` (a
-    :class:`concurrent.futures.Executor`) or, without one, at once. At most one more item than the
-    pool has workers waits at a time, which bounds the memory the work's arguments hold."""
+class WorkerPool(NamedTuple):
+    """An executor and how many workers it runs (:func:`postprocess_pool`)."""
 
-    def __init__(self, pool: Executor | None = None) -> None:
+    executor: Executor
+    workers: int
+
+
+class InOrder:
+    """Results handed back in the order their work was put in, the work run in ``pool`` or,
+    without one, at once. At most one more item than the pool has workers waits at a time, which
+    bounds the memory the work's arguments hold."""
+
+    def __init__(self, pool: WorkerPool | None = None) -> None:
         from collections import deque
 
         self.pool = pool
-        self.depth = getattr(pool, "_max_workers", 0) + 1
+        self.depth = (pool.workers if pool is not None else 0) + 1
         self.items: deque = deque()
 
     def put(self, item, fn: Callable | None, *args) -> None:
@@ -395,7 +402,7 @@ class InOrder:
             result = Future()
             result.set_result(fn(*args))
         else:
-            result = self.pool.submit(fn, *args)
+            result = self.pool.executor.submit(fn, *args)
         self.items.append((item, result))
 
     def ready(self, wait_all: bool = False) -> Iterator[tuple]:
@@ -441,7 +448,7 @@ def postprocess_processes(requested: int | None, device) -> int:
 
 
 @contextmanager
-def postprocess_pool(processes: int) -> Iterator[Executor | None]:
+def postprocess_pool(processes: int) -> Iterator[WorkerPool | None]:
     """A context with a pool of ``processes`` worker processes for the watershed and the
     measurements, or with None for 0. They are started by a fork server (spawned where there is
     none, on Windows): never forked from a process whose PyTorch threads are running, and loading
@@ -460,7 +467,7 @@ def postprocess_pool(processes: int) -> Iterator[Executor | None]:
         context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(processes, mp_context=context)
     try:
-        yield pool
+        yield WorkerPool(pool, processes)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

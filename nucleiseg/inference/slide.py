@@ -37,7 +37,8 @@ from ..postprocess import WatershedParams
 from ..progress import Progress, no_progress
 from ..transforms import InputParams, input_params
 from .blockwise import (DEFAULT_HALO, BlockCache, BlockDone, BlockGrid, BlockwiseStats, InOrder, TissueMap,
-                        postprocess_pool, postprocess_processes, predict_blockwise, segment_block)
+                        WorkerPool, postprocess_pool, postprocess_processes, predict_blockwise,
+                        segment_block)
 from .predictor import PredictOptions, Predictor, scaled_watershed
 
 #: The thumbnail (normalisation, tissue mask, overlay) is the largest level of at most this many pixels.
@@ -180,7 +181,7 @@ class _BlockWriter:
     a ``pool``, measured and outlined there (:func:`measure_block`) and written in block order."""
 
     def __init__(self, pixel_size: float | None, origin: tuple[int, int] = (0, 0), scale: float = 1.0,
-                 pool=None) -> None:
+                 pool: WorkerPool | None = None) -> None:
         self.pixel_size, self.origin, self.scale = pixel_size, origin, scale  # of level 0; level px; level-0 px per px
         self.labels: np.ndarray | None = None  # the slide's label map being painted
         self.add_features = None
