@@ -205,7 +205,8 @@ def train(data: str | Path | list[str | Path], out: str | Path, cfg: TrainConfig
     state.model.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN), as in inference
     net = ddp.wrap(state.model, ctx, device, cfg.sync_bn)
     batches = ddp.RankBatches(weights, cfg.batch_size, ctx, cfg.seed) if ctx.active else None
-    predictor = Predictor(state.eval_model, _record(cfg, paths, train_set, val_set, trained_on, device, ctx), device)
+    predictor = Predictor(state.eval_model, _record(cfg, paths, train_set, val_set, trained_on, device, ctx), device,
+                          precision=cfg.precision)  # validation in the training's precision
     loss_fn, clock = SegmentationLoss(cfg.border_weight, cfg.dice_weight, device), Clock(state.elapsed)
     done = budget.progress(state.step, state.elapsed) >= 1.0
 
@@ -257,7 +258,7 @@ def _finish(out: Path, cfg: TrainConfig, state: TrainingState, train_set: list[S
                                                             ids=sorted(s.image_id for s in val_set),
                                                             per_collection=v.per_collection))
     if cfg.tune:
-        final = tune_model(Predictor(best.model, final, device), train_set, val_set)
+        final = tune_model(Predictor(best.model, final, device, precision=cfg.precision), train_set, val_set)
     save_model_file(out, best.model, final)
     v = final.validation
     log(f"best checkpoint: step {v.step}, watershed {final.watershed.to_dict()}{'' if cfg.tune else ' (not tuned)'}, "
