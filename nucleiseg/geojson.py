@@ -93,18 +93,15 @@ def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
     turns = [_signed_area(r) > 0 for r in rings]
     exteriors = [r for r, ccw in zip(rings, turns) if ccw]
     holes = [r for r, ccw in zip(rings, turns) if not ccw]
-    if not holes:
-        polygons = [Polygon(e) for e in exteriors]
-    else:
-        shells = [Polygon(r) for r in exteriors]
-        inner: list[list[np.ndarray]] = [[] for _ in shells]
-        for hole in holes:
-            point = Polygon(hole).representative_point()
-            for i, shell in enumerate(shells):
-                if shell.contains(point):
-                    inner[i].append(hole)
-                    break
-        polygons = [Polygon(e, h) for e, h in zip(exteriors, inner)]
+    polygons = [Polygon(e) for e in exteriors]
+    inner: list[list[np.ndarray]] = [[] for _ in polygons]
+    for hole in holes:
+        point = Polygon(hole).representative_point()
+        for i, shell in enumerate(polygons):
+            if shell.contains(point):
+                inner[i].append(hole)
+                break
+    polygons = [Polygon(e, h) if h else p for e, h, p in zip(exteriors, inner, polygons)]
     if not polygons:
         return None
     return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)

@@ -70,9 +70,10 @@ def _measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None) ->
 
     boxes = ndimage.find_objects(labels if labels.dtype.kind in "iu" else labels.astype(np.uint8))
     present = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], np.int64)
+    bbox = np.array([[b.start for b in boxes[i - 1]] + [b.stop for b in boxes[i - 1]] for i in present],
+                    np.int64).reshape(-1, 4)
     lo = np.zeros((len(boxes) + 1, 2), np.int64)  # each label's bounding-box corner, to keep the sums small
-    for i in present:
-        lo[i] = boxes[i - 1][0].start, boxes[i - 1][1].start
+    lo[present] = bbox[:, :2]
     s = _sums(labels, image, lo, len(boxes) + 1)
     n = s[0][present]
     mr, mc = s[1][present] / n, s[2][present] / n  # centroid, from the box corner
@@ -81,10 +82,7 @@ def _measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None) ->
     c = s[5][present] / n - mc**2
     root = np.sqrt(((a - c) / 2) ** 2 + b**2)
     l1, l2 = (a + c) / 2 + root, np.maximum((a + c) / 2 - root, 0.0)
-    eccentricity = np.sqrt(1.0 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))
-    eccentricity[l1 <= 0] = 0.0
-    bbox = np.array([[b_.start for b_ in boxes[i - 1]] + [b_.stop for b_ in boxes[i - 1]] for i in present],
-                    np.int64).reshape(-1, 4)
+    eccentricity = np.sqrt(1.0 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))  # 0 where l1 is 0
     area = n.astype(np.int64)
     return {
         "label": present,

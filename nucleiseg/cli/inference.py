@@ -143,7 +143,7 @@ def predict(inputs, out, model, rle, marker_threshold, mask_threshold, min_area,
 def _runs_on(predictor) -> str:
     """"cpu" / "cuda", with the backend named when it is not PyTorch and ", bf16" when the network
     runs in bf16 autocast."""
-    bf16 = ", bf16" if getattr(predictor, "autocast", None) is not None else ""
+    bf16 = ", bf16" if predictor.autocast is not None else ""
     return predictor.device.type + ("" if predictor.backend == "torch" else f", {predictor.backend}") + bf16
 
 
