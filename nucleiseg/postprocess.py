@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import watershed
 
 from .targets.border import BORDER, INTERIOR
 
@@ -105,14 +105,22 @@ def _flood(image: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarr
     pixels keep their order, so the labels are scikit-image's wherever no two marker pixels tie
     in ``image`` (scikit-image queues all markers at one age, so among equal values its order
     depends on the whole image; here only on the component, so a nucleus's outline does not
-    depend on what else a block holds). The watershed then visits the foreground only: 0.44 ->
-    0.27 s on 2000 x 2000 px of H&E probabilities, a quarter of them foreground, the labels
-    identical (2-core AMD EPYC)."""
-    components, _ = ndimage.label(mask)
-    labels = np.zeros(markers.shape, np.int32)
-    seeded = np.unique(components[markers > 0])
+    depend on what else a block holds). A component holding one marker label is flooded whole by
+    it, which is what the watershed would do, without calling it: most nuclei stand alone, and the
+    call costs about 0.4 ms each (on 2304 x 2304 px of H&E probabilities, 3,161 nuclei in 2,089
+    components; 2-core AMD EPYC). The watershed then visits the foreground of touching nuclei only."""
+    components, n = ndimage.label(mask)
+    seeded = (markers > 0) & (components > 0)
+    span = int(markers.max(initial=0)) + 1
+    pairs = np.unique(components[seeded].astype(np.int64) * span + markers[seeded])
+    component, marker = pairs // span, (pairs % span).astype(np.int32)
+    count = np.bincount(component, minlength=n + 1)
+    alone = np.zeros(n + 1, np.int32)
+    one = count[component] == 1
+    alone[component[one]] = marker[one]
+    labels = alone[components]
     boxes = ndimage.find_objects(components)
-    for c in seeded[seeded > 0].tolist():
+    for c in np.flatnonzero(count > 1).tolist():
         box = boxes[c - 1]
         inside = components[box] == c
         flooded = watershed(image[box], np.where(inside, markers[box], 0), mask=inside)
@@ -150,10 +158,16 @@ def drop_small_objects(labels: np.ndarray, min_area: int, areas: np.ndarray | No
     """
     if min_area <= 0:
         return labels
-    areas = np.bincount(labels.ravel()) if areas is None else areas
+    small = _too_small(np.bincount(labels.ravel()) if areas is None else areas, min_area)
+    return np.where(small[labels], 0, labels).astype(labels.dtype, copy=False) if small.any() else labels
+
+
+def _too_small(areas: np.ndarray, min_area: int) -> np.ndarray:
+    """Which labels (index into ``areas``, pixel counts by label) are dropped: fewer than
+    ``min_area`` pixels; never the background, 0."""
     small = areas < min_area
     small[0] = False
-    return np.where(small[labels], 0, labels).astype(labels.dtype, copy=False) if small.any() else labels
+    return small
 
 
 def clean_labels(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
@@ -163,13 +177,31 @@ def clean_labels(labels: np.ndarray, min_area: int = 0) -> np.ndarray:
     """
     labels = np.asarray(labels).astype(np.int32)
     objects = ndimage.find_objects(labels)
+    enclosed = _holes(labels > 0)
     for lab, sl in enumerate(objects, start=1):
-        if sl is None:
+        if sl is None or not enclosed[sl].any():  # an object's holes are holes of the foreground
             continue
         obj = labels[sl] == lab
         filled = ndimage.binary_fill_holes(obj)
         holes = filled & ~obj & (labels[sl] == 0)
         if holes.any():
             labels[sl][holes] = lab
-    labels = drop_small_objects(labels, min_area)
-    return relabel_sequential(labels)[0].astype(np.int32)
+    areas = np.bincount(labels.ravel())  # drop_small_objects, then renumbered in order, in one table
+    kept = (areas > 0) & ~_too_small(areas, min_area)
+    kept[0] = False
+    renumber = np.zeros(areas.size, np.int32)
+    renumber[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
+    return renumber[labels]
+
+
+def _holes(foreground: np.ndarray) -> np.ndarray:
+    """The pixels ``scipy.ndimage.binary_fill_holes(foreground)`` adds: background components
+    (4-connected, its default) that do not touch the image's edge; by labelling the background
+    once instead of dilating from the edge until nothing changes."""
+    if foreground.size == 0:
+        return foreground.copy()
+    background, n = ndimage.label(~foreground)
+    inner = np.ones(n + 1, bool)
+    inner[0] = False
+    inner[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    return inner[background]
