@@ -100,6 +100,30 @@ def test_normalization_puts_nuclei_bright():
     np.testing.assert_allclose(normalize_image(rgb16), a, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(40, 50), (40, 50, 2), (40, 50, 3), (40, 50, 4)])
+def test_8_bit_normalisation_table_equals_the_float_path(shape):
+    """8-bit images are normalised through a lookup table of channel sums; the values are those
+    of the same image as float32 (the per-pixel path), bit for bit, inverted or not; the
+    haematoxylin channel's tables give skimage's rgb2hed of the image scaled by its maximum."""
+    from skimage.color import rgb2hed
+
+    from nucleiseg.transforms import NormalizationParams, _haematoxylin, apply_normalization
+
+    rng = np.random.default_rng(len(shape))
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    for params in (NormalizationParams(10.0, 200.5, True), NormalizationParams(3.3, 77.0, False),
+                   NormalizationParams(5.0, 5.0, False)):
+        table = apply_normalization(image, params)
+        assert table.dtype == np.float32 and table.shape == shape[:2]
+        np.testing.assert_array_equal(table, apply_normalization(image.astype(np.float32), params))
+    if len(shape) == 3 and shape[2] >= 3:
+        dim = (image[..., :3] // 2).astype(np.uint8)  # maximum below 255: scaled by it
+        for rgb in (image, dim):
+            reference = rgb2hed(rgb[..., :3].astype(np.float32) / float(rgb[..., :3].max()))[..., 0]
+            np.testing.assert_allclose(_haematoxylin(rgb), reference, rtol=1e-6, atol=1e-7)
+            np.testing.assert_array_equal(_haematoxylin(rgb), _haematoxylin(rgb.astype(np.uint16)))
+
+
 @pytest.mark.parametrize("h, w", [(1, 1), (7, 13), (31, 64), (65, 33), (100, 257)])
 def test_unet_output_shape_any_size(h, w):
     model = UNet(UNetConfig(1, 3, (4, 8, 16, 32))).eval()
