@@ -13,7 +13,8 @@ from nucleiseg.inference.blockwise import nuclei_cut_at_borders
 from nucleiseg.inference.predictor import PredictOptions, Predictor, scaled_watershed
 from nucleiseg.inference.tiling import blend_window, tile_layout, tile_starts
 from nucleiseg.metrics import dsb_score
-from nucleiseg.model.config import ModelConfig
+from nucleiseg.model.config import ModelConfig, UNetConfig
+from nucleiseg.model.unet import UNet
 from nucleiseg.postprocess import WatershedParams
 
 
@@ -106,6 +107,32 @@ def test_channels_last_gives_the_same_probabilities():
     assert fast.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.model.inc[3].weight.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(fast.predict_probabilities(image), plain.predict_probabilities(image), atol=1e-4)
+
+
+def test_folded_batchnorm_network_computes_the_same_function():
+    """A model read from a file runs with its BatchNorm folded into the convolutions: no
+    BatchNorm left in what runs, the logits of the unfolded network within 1e-4 (float32), the
+    model itself (what tune and export save) untouched; a predictor over a model still in
+    training runs that very model, so validation sees its current weights."""
+    from nucleiseg.model.unet import fold_batchnorm
+
+    folded = Predictor.from_file(device="cpu", precision="fp32")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.network.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in folded.model.modules())
+    x = torch.rand(2, 2, 96, 80)
+    with torch.inference_mode():
+        np.testing.assert_allclose(folded.network(x).numpy(), folded.model(x).numpy(), atol=1e-4)
+    model = UNet(UNetConfig(2, 3, (4, 8, 16)))
+    for m in model.modules():  # BatchNorm statistics other than the initial ones
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy = fold_batchnorm(model)
+    with torch.inference_mode():
+        np.testing.assert_allclose(copy(x).numpy(), model.eval()(x).numpy(), atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    live = Predictor(model, ModelConfig(), torch.device("cpu"))
+    assert live.network is live.model
 
 
 def test_predict_options_override_without_changing_the_predictor():

@@ -61,7 +61,7 @@ def bench_predict(predictor: "Predictor", images: dict[str, np.ndarray], repeat:
                              else bool(np.array_equal(labels, reference))})
     return {"machine": machine(), "device": device_name(predictor.device), "torch_threads": torch.get_num_threads(),
             "precision": "float32" if predictor.autocast is None else "bf16 autocast",
-            "channels_last": predictor.channels_last, "compiled": predictor.network is not predictor.model,
+            "channels_last": predictor.channels_last, "compiled": predictor.compiled,
             "rows": rows}
 
 

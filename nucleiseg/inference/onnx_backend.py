@@ -55,7 +55,7 @@ class OnnxPredictor(Predictor):
         self.session = ort.InferenceSession(data, providers=providers)
         self.model = None
         self.network = None
-        self.channels_last = False
+        self.channels_last = self.compiled = False
         self.autocast = None  # onnxruntime runs the exported float32 graph
         self.config = config
         self.device = torch.device("cuda" if cuda else "cpu")

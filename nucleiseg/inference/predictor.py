@@ -26,8 +26,10 @@ except the diameter estimate's passes, which always run in float32: a probabilit
 threshold can tip the estimate, and with it the whole image's scale (why: benchmarks/README.md,
 "bf16 inference on the CPU"); with
 channels-last tensors (``channels_last=True``, the default: faster convolutions on CPU oneDNN and
-CUDA cuDNN), and optionally compiled with ``torch.compile`` (``compile=True``: the first call per
-input shape pays the compilation, so it only pays off for many images of one size).
+CUDA cuDNN); for a model read from a file, with each BatchNorm folded into the convolution before
+it (:func:`~nucleiseg.model.unet.fold_batchnorm`: the same function, one pass over the
+activations fewer); and optionally compiled with ``torch.compile`` (``compile=True``: the first
+call per input shape pays the compilation, so it only pays off for many images of one size).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ..labels import median_diameter
 from ..errors import ModelFileError
 from ..model.config import ModelConfig
 from ..model.file import read_model_file
+from ..model.unet import fold_batchnorm as folded_batchnorm
 from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
 from . import BACKENDS, DEFAULT_DIAMETER, DEFAULT_PRECISION
@@ -182,6 +185,10 @@ class Predictor:
         and more than twice ``overlap``.
     batch_size : tiles per network call.
     channels_last, compile : speed options (see the module docstring).
+    fold_batchnorm : run a copy of ``model`` with its BatchNorm layers folded into the
+        convolutions (:func:`~nucleiseg.model.unet.fold_batchnorm`; faster, same function). Only
+        for weights that no longer change: :meth:`from_file` sets it; a model still in training
+        keeps False, so validation sees its current weights.
     precision : "auto", "fp32" or "bf16": the network's autocast
         (:func:`nucleiseg.hardware.autocast_dtype`; "auto" is bf16 on CUDA and on CPUs with
         native bf16, float32 elsewhere); the diameter estimate runs in float32 always.
@@ -195,14 +202,15 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
                  tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False,
-                 precision: Precision = DEFAULT_PRECISION):
+                 precision: Precision = DEFAULT_PRECISION, fold_batchnorm: bool = False):
         check_tiles(tile_size, overlap)
         self.autocast = autocast_dtype(precision, device.type)
         self.model = model.to(device).eval()
-        self.channels_last = channels_last
+        self.channels_last, self.compiled = channels_last, compile
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.network = torch.compile(self.model, dynamic=True) if compile else self.model
+        network = folded_batchnorm(self.model) if fold_batchnorm else self.model
+        self.network = torch.compile(network, dynamic=True) if compile else network
         self.config = config
         self.device = device
         self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size
@@ -230,7 +238,7 @@ class Predictor:
         model) onto ``device``; ``kwargs`` as for the constructor. Raises ModelFileError."""
         device = choose_device(device)
         model, config = read_model_file(path, device)
-        return cls(model, config, device, **kwargs)
+        return cls(model, config, device, **{"fold_batchnorm": True, **kwargs})
 
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray, float32: bool = False) -> np.ndarray:
