@@ -162,7 +162,8 @@ def _slide_scale(predictor: Predictor, image, tissue: TissueMap, options: Predic
 
 def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, watershed, params) -> str:
     """What a cached block's nuclei depend on: the network's weights and configuration, the
-    precision, the block size, TTA, level and region, scale, watershed values and normalisation."""
+    precision and whether the network runs folded or compiled (each rounds differently in bf16),
+    the block size, TTA, level and region, scale, watershed values and normalisation."""
     import hashlib
 
     digest = hashlib.sha1(repr(predictor.config.to_dict()).encode())
@@ -170,8 +171,9 @@ def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, wate
         for name, tensor in predictor.model.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    digest.update(repr((predictor.backend, getattr(predictor, "autocast", None), options.block_size, options.tta,
-                        options.level, options.region, scale, watershed, params)).encode())
+    rewritten = getattr(predictor, "network", None) is not getattr(predictor, "model", None)
+    digest.update(repr((predictor.backend, getattr(predictor, "autocast", None), rewritten, options.block_size,
+                        options.tta, options.level, options.region, scale, watershed, params)).encode())
     return digest.hexdigest()
 
 
