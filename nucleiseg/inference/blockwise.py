@@ -429,8 +429,9 @@ def postprocess_processes(requested: int | None, device) -> int:
     threads keep both busy: an 8192 x 8192 slide, ``predict --geojson``, took 53.2 s in one
     process and 49.6 / 51.3 s with one worker process in float32, 39.1-44.5 s and 38.6-41.2 s in
     bf16, the main process peaking 0.1-0.3 GB higher with one; 2-core AMD EPYC), and on CUDA one
-    per CPU core beside the main process, at most :data:`MAX_POSTPROCESS_PROCESSES`. Always none in a daemonic process (a Dask worker, a
-    ``multiprocessing.Pool`` worker), which is not allowed to start processes.
+    per CPU core beside the main process, at most :data:`MAX_POSTPROCESS_PROCESSES`. Always none
+    in a daemonic process (a Dask worker, a ``multiprocessing.Pool`` worker), which is not allowed
+    to start processes.
 
     Raises
     ------
