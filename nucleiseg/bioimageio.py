@@ -214,7 +214,7 @@ def _weights(spec, folder: Path, config):
     architecture = spec.ArchitectureFromFileDescr(
         source=folder / "unet_core.py", callable=spec.Identifier("SoftmaxUNet"),
         kwargs={"in_channels": config.unet.in_channels, "out_channels": config.unet.out_channels,
-                "features": list(config.unet.features)})
+                "features": list(config.unet.features), "block": config.unet.block})
     return spec.WeightsDescr(
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(source=folder / "weights.pt", architecture=architecture,
                                                              pytorch_version=pytorch_version),

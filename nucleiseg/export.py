@@ -41,7 +41,7 @@ def softmax_network(model, config: ModelConfig):
     weights of a read model file's U-Net (:class:`~nucleiseg.model.file.ModelFile`: model, config)."""
     from .model.unet_core import SoftmaxUNet
 
-    net = SoftmaxUNet(config.unet.in_channels, config.unet.out_channels, config.unet.features)
+    net = SoftmaxUNet(config.unet.in_channels, config.unet.out_channels, config.unet.features, config.unet.block)
     net.load_state_dict(model.state_dict())
     return net.cpu().eval()
 

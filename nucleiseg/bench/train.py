@@ -80,13 +80,13 @@ def bench_train(samples: list["Sample"], cfg: "TrainConfig", steps: int = 10) ->
     auto = autocast_dtype("auto", "cpu")
     return {"machine": machine(), "cpu": cpu_name(), "native_bf16": cpu_bf16(), "torch_threads": torch.get_num_threads(),
             "auto_precision": "bf16" if auto is not None else "fp32", "features": list(cfg.features),
-            "batch": [cfg.batch_size, cfg.crop_size, cfg.crop_size], "augment": cfg.augment, "rows": rows}
+            "block": cfg.block, "batch": [cfg.batch_size, cfg.crop_size, cfg.crop_size], "augment": cfg.augment, "rows": rows}
 
 
 def format_train(result: dict) -> str:
     lines = [f"machine: {result['machine']}; torch threads {result['torch_threads']}; native bf16: "
              f"{result['native_bf16'] or 'none'} (--precision auto trains in {result['auto_precision']})",
-             f"U-Net widths {tuple(result['features'])}, batch {' x '.join(map(str, result['batch']))}, "
+             f"U-Net widths {tuple(result['features'])}, {result['block']} blocks, batch {' x '.join(map(str, result['batch']))}, "
              f"--augment {result['augment']}",
              f"{'what':<30}{'precision':>10}{'ch-last':>9}{'prefetch':>10}{'ms':>8}{'steps/s':>9}{'speed':>8}"]
     for r in result["rows"]:

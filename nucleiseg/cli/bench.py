@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import click
 import numpy as np
 
+from ..model.config import Block
 from ._common import device_option, fail, main, precision_option, progress_bar
 
 _JSON = click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path),
@@ -123,14 +125,16 @@ def bench_predict_cmd(inputs: tuple[Path, ...], model: Path | None, device: str,
 @bench.command("train")
 @click.argument("data", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--features", default="16,32,64,128,256", show_default=True, help="U-Net feature widths.")
+@click.option("--block", default="conv", show_default=True, type=click.Choice(get_args(Block)),
+              help="U-Net block (see 'nucleiseg train --help').")
 @click.option("--input-channels", default="gray+haematoxylin", show_default=True,
               type=click.Choice(["gray", "gray+haematoxylin", "rgb"]), help="Network input.")
 @click.option("--augment", default="shift", show_default=True,
               type=click.Choice(["none", "flips", "full", "heavy", "shift"]), help="Augmentation level.")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed steps per row (median).")
 @_JSON
-def bench_train_cmd(data: tuple[Path, ...], features: str, input_channels: str, augment: str, steps: int,
-                    as_json: Path | None) -> None:
+def bench_train_cmd(data: tuple[Path, ...], features: str, block: str, input_channels: str, augment: str,
+                    steps: int, as_json: Path | None) -> None:
     """Training steps per second on this CPU: float32 vs bf16 autocast, batch drawing, prefetching.
 
     \b
@@ -146,8 +150,8 @@ def bench_train_cmd(data: tuple[Path, ...], features: str, input_channels: str, 
     from ..training.samples import load_collections
 
     try:
-        cfg = TrainConfig(features=tuple(int(f) for f in features.split(",")), input_channels=input_channels,
-                          augment=augment)
+        cfg = TrainConfig(features=tuple(int(f) for f in features.split(",")), block=block,
+                          input_channels=input_channels, augment=augment)
     except ValueError:
         fail(f"--features must be comma-separated integers, got {features!r}")
     train_set, val_set, _ = load_collections(list(data) or [bundled_samples_dir()], cfg.border_width, cfg.p_low,

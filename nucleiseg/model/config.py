@@ -18,11 +18,15 @@ The last five are records: present once a training run or a tuning wrote them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..postprocess import WatershedParams
 from ..targets.border import DEFAULT_BORDER_WIDTH
 from ..transforms import INPUT_CHANNELS, InputChannels
+
+#: The kinds of U-Net block (:func:`nucleiseg.model.unet_core.conv_block`, whose ``BLOCKS`` lists
+#: the same names: that file imports nothing but PyTorch, and this one not PyTorch).
+Block = Literal["conv", "residual", "conv+scse", "residual+scse"]
 
 #: What the normalisation does (see :mod:`nucleiseg.transforms`), as stored in model files.
 NORMALIZATION_METHOD = "gray, percentile stretch, invert light background"
@@ -40,11 +44,16 @@ class UNetConfig:
         Output channels (3: mask - border, border, background).
     features : tuple of int
         Feature widths per level; depth (number of poolings) is ``len(features) - 1``.
+    block : str
+        Every level's block: "conv" (two 3x3 conv + BatchNorm + ReLU, the U-Net paper's),
+        "residual" (He et al. 2016), either followed by scSE ("conv+scse", "residual+scse"; Roy
+        et al. 2018). See :mod:`nucleiseg.model.unet_core`.
     """
 
     in_channels: int = 1
     out_channels: int = 3
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    block: Block = "conv"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))
@@ -52,6 +61,8 @@ class UNetConfig:
             raise ValueError(f"a U-Net needs at least two positive feature widths, got {self.features}")
         if self.in_channels < 1 or self.out_channels < 1:
             raise ValueError(f"channels must be >= 1, got {self.in_channels} in, {self.out_channels} out")
+        if self.block not in get_args(Block):
+            raise ValueError(f"block must be one of {', '.join(get_args(Block))}, got {self.block!r}")
 
     @property
     def depth(self) -> int:
@@ -59,11 +70,14 @@ class UNetConfig:
         return len(self.features) - 1
 
     def to_dict(self) -> dict:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "features": list(self.features)}
+        """Plain data; ``block`` is left out when "conv" (files written before it existed)."""
+        d = {"in_channels": self.in_channels, "out_channels": self.out_channels, "features": list(self.features)}
+        return d | ({"block": self.block} if self.block != "conv" else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
-        return cls(int(d["in_channels"]), int(d["out_channels"]), tuple(int(f) for f in d["features"]))
+        optional = {"block": str(d["block"])} if "block" in d else {}
+        return cls(int(d["in_channels"]), int(d["out_channels"]), tuple(int(f) for f in d["features"]), **optional)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ class UNet(UNetCore):
 
     def __init__(self, config: UNetConfig | None = None):
         config = config or UNetConfig()
-        super().__init__(config.in_channels, config.out_channels, config.features)
+        super().__init__(config.in_channels, config.out_channels, config.features, config.block)
         self.config = config
 
     @property

@@ -12,6 +12,7 @@ from typing import Literal
 
 from ..errors import NucleisegError
 from ..hardware import Precision
+from ..model.config import Block
 from ..targets.border import DEFAULT_BORDER_WIDTH
 from ..transforms import InputChannels
 from .augment import AugmentLevel
@@ -31,6 +32,10 @@ class TrainConfig:
     ----------
     features : tuple of int
         U-Net feature widths per level; depth = number of widths - 1.
+    block : str
+        U-Net block at every level: conv (the U-Net paper's two 3x3 convolutions), residual (He
+        et al. 2016), conv+scse or residual+scse (followed by squeeze & excitation, Roy et al.
+        2018). See nucleiseg.model.unet_core.
     crop_size : int
         Side of the random training crops, pixels.
     batch_size : int
@@ -103,6 +108,7 @@ class TrainConfig:
     """
 
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    block: Block = "conv"
     crop_size: int = 128
     batch_size: int = 16
     lr: float = 2e-3

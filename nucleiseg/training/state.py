@@ -81,7 +81,7 @@ class TrainingState:
     def new(cls, cfg: TrainConfig, device: torch.device) -> "TrainingState":
         """A fresh U-Net, AdamW and (with ``cfg.ema``) weight average; the initial weights come from
         torch's current random state (seed it first: the same on every rank)."""
-        model = UNet(UNetConfig(input_channel_count(cfg.input_channels), 3, cfg.features)).to(device)
+        model = UNet(UNetConfig(input_channel_count(cfg.input_channels), 3, cfg.features, cfg.block)).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         ema = None
         if cfg.ema > 0:
