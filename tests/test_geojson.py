@@ -148,3 +148,70 @@ def test_geojson_layout_converts_and_predict_writes_geojson(tmp_path, sample_lab
     for image_id in collection.ids():
         np.testing.assert_array_equal(read_label_image(tmp_path / "conv" / "labels" / f"{image_id}.tif"),
                                       read_label_image(out / f"{image_id}.tif"))
+
+
+def _find_contours_rings(mask: np.ndarray) -> list[tuple]:
+    """The reference: skimage's marching squares at level 0.5 on one padded binary mask, corners
+    in (x, y) pixel-corner coordinates without collinear ones, each ring as a tuple of corners
+    starting at its smallest (so rings compare whatever corner tracing started at)."""
+    from skimage.measure import find_contours
+
+    rings = []
+    for contour in find_contours(np.pad(mask.astype(np.float32), 1), 0.5):
+        xy = np.stack([contour[:, 1] - 0.5, contour[:, 0] - 0.5], axis=1)[:-1]
+        before, after = xy - np.roll(xy, 1, axis=0), np.roll(xy, -1, axis=0) - xy
+        xy = xy[before[:, 0] * after[:, 1] != before[:, 1] * after[:, 0]]
+        if len(xy) >= 3:
+            rings.append(_from_smallest(xy))
+    return sorted(rings)
+
+
+def _from_smallest(xy: np.ndarray) -> tuple:
+    corners = [tuple(p) for p in xy.tolist()]
+    i = corners.index(min(corners))
+    return tuple(corners[i:] + corners[:i])
+
+
+def test_one_pass_rings_are_find_contours_rings():
+    """label_rings traces, for every label at once, the rings find_contours traces on each
+    label's own mask (same corners in the same turning order), on a real prediction and on
+    hand-made cases: both saddles, a hole, a ring with a nucleus inside, one-pixel and one-row
+    nuclei, pieces, nuclei on the image's edges and touching each other; exteriors turn
+    counter-clockwise (positive shoelace area in (x, y)) and holes clockwise."""
+    from scipy import ndimage
+
+    from nucleiseg.outlines import label_rings
+
+    hand = np.zeros((12, 14), np.int32)
+    hand[0, 0] = 1  # one pixel in the corner
+    hand[1, 1] = 1  # saddle with it: face-connected only, so two rings
+    hand[2:7, 3:8] = 2
+    hand[4, 5] = 3  # a nucleus in the hole of 2
+    hand[3:6, 4:7][hand[3:6, 4:7] == 2] = 0
+    hand[4, 5] = 3
+    hand[8, 0:14] = 4  # one row, both edges
+    hand[0:5, 10:14] = 5
+    hand[2, 12] = 0  # a hole at the centre of 5
+    hand[9:12, 9:12] = 6  # touches 7
+    hand[9:12, 12:14] = 7
+    hand[10, 3], hand[11, 4] = 8, 8  # the other saddle
+    prediction = load_model(device="cpu").predict(read_image(sorted((bundled_samples_dir() / "images").iterdir())[0]))
+    for labels in (hand, prediction.astype(np.int32)):
+        rings = label_rings(labels)
+        assert np.all(np.diff(rings.labels) >= 0)
+        for label, box in enumerate(ndimage.find_objects(labels), start=1):
+            if box is None:
+                continue
+            mine = []
+            for i in np.nonzero(rings.labels == label)[0]:
+                ring = rings.points[rings.starts[i]:rings.starts[i + 1]]
+                assert np.array_equal(ring[0], ring[-1])  # closed
+                x, y = ring[:, 0], ring[:, 1]
+                assert (np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]) > 0) == rings.exterior[i]
+                mine.append(_from_smallest(ring[:-1]))
+            reference = [tuple((x + box[1].start, y + box[0].start) for x, y in r)
+                         for r in _find_contours_rings(labels[box] == label)]
+            assert sorted(mine) == sorted(reference), label
+    assert label_rings(hand).exterior.tolist().count(False) == 2  # the holes of 2 and 5
+    with pytest.raises(ValueError, match="integer"):
+        label_rings(hand.astype(float))
