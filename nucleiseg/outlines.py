@@ -46,70 +46,76 @@ def _inside(labels, label, r, c) -> bool:
 
 
 @njit(cache=True, inline="always")
-def _link(after, a, b, pr, pc, fr, fc) -> None:
-    """Segment between point ids a and b (doubled coordinates pr[id], pc[id]), directed so the
-    foreground point (fr, fc) lies to its left in (x, y) = (col, row): positive cross product."""
-    cross = (pc[b] - pc[a]) * (fr - pr[a]) - (pr[b] - pr[a]) * (fc - pc[a])
-    if cross > 0:
+def _point(p, n_h, w):
+    """Doubled (row, col) in the padded box of point id ``p``: horizontal-edge midpoints
+    (i, j + 1/2) first, i in 0..h+1, j in 0..w, then vertical-edge midpoints (i + 1/2, j), i in
+    0..h, j in 0..w+1."""
+    if p < n_h:
+        return 2 * (p // (w + 1)), 2 * (p % (w + 1)) + 1
+    q = p - n_h
+    return 2 * (q // (w + 2)) + 1, 2 * (q % (w + 2))
+
+
+@njit(cache=True, inline="always")
+def _link(after, a, b, n_h, w, fr, fc) -> None:
+    """Segment between point ids a and b, directed so the foreground point (fr, fc) (doubled,
+    padded box) lies to its left in (x, y) = (col, row): a positive cross product."""
+    ar, ac = _point(a, n_h, w)
+    br, bc = _point(b, n_h, w)
+    if (bc - ac) * (fr - ar) - (br - ar) * (fc - ac) > 0:
         after[a] = b
     else:
         after[b] = a
 
 
 @njit(cache=True)
+def _segments(labels, label, r0, r1, c0, c1):
+    """Directed marching-squares segments of one label in its box padded by one pixel:
+    ``after[p]`` is the point that follows point p on its ring (-1: none)."""
+    h, w = r1 - r0, c1 - c0
+    n_h = (h + 2) * (w + 1)
+    after = np.full(n_h + (h + 1) * (w + 2), -1, np.int64)
+    for i in range(h + 1):  # cell (i, j): padded pixel centres (i, j) .. (i + 1, j + 1)
+        for j in range(w + 1):
+            ul = _inside(labels, label, r0 + i - 1, c0 + j - 1)
+            ur = _inside(labels, label, r0 + i - 1, c0 + j)
+            ll = _inside(labels, label, r0 + i, c0 + j - 1)
+            lr = _inside(labels, label, r0 + i, c0 + j)
+            if ul == ur and ul == ll and ul == lr:
+                continue
+            top, bottom = i * (w + 1) + j, (i + 1) * (w + 1) + j
+            left, right = n_h + i * (w + 2) + j, n_h + i * (w + 2) + j + 1
+            if ul == lr and ur == ll:  # saddle: each foreground corner cut off alone
+                if ul:
+                    _link(after, top, left, n_h, w, 2 * i, 2 * j)
+                    _link(after, bottom, right, n_h, w, 2 * i + 2, 2 * j + 2)
+                else:
+                    _link(after, top, right, n_h, w, 2 * i, 2 * j + 2)
+                    _link(after, bottom, left, n_h, w, 2 * i + 2, 2 * j)
+                continue
+            first, second = -1, -1
+            for p, differs in ((top, ul != ur), (bottom, ll != lr), (left, ul != ll), (right, ur != lr)):
+                if differs:
+                    if first < 0:
+                        first = p
+                    else:
+                        second = p
+            fr, fc = (2 * i, 2 * j) if ul else (2 * i, 2 * j + 2) if ur else (2 * i + 2, 2 * j) if ll else (2 * i + 2, 2 * j + 2)
+            _link(after, first, second, n_h, w, fr, fc)
+    return after, n_h, w
+
+
+@njit(cache=True)
 def _trace(labels, boxes):
     """Rings of each label l whose box ``boxes[l - 1]`` = (r0, r1, c0, c1) is not empty: doubled
-    (row, col) corners, ring starts and ring labels."""
+    (row, col) corners, ring starts, ring labels and whether each ring is an exterior."""
     out_r, out_c, starts, ring_labels, exterior = [0][:0], [0][:0], [0], [0][:0], [True][:0]
     for k in range(boxes.shape[0]):
         r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
         if r1 <= r0:
             continue
-        label = k + 1
-        h, w = r1 - r0, c1 - c0
-        n_h = (h + 2) * (w + 1)  # horizontal-edge midpoints (i, j + 1/2), i in 0..h+1, j in 0..w
-        n = n_h + (h + 1) * (w + 2)  # then vertical-edge midpoints (i + 1/2, j), i in 0..h, j in 0..w+1
-        pr = np.empty(n, np.int64)  # doubled coordinates of each point in the padded box
-        pc = np.empty(n, np.int64)
-        for i in range(h + 2):
-            for j in range(w + 1):
-                pr[i * (w + 1) + j], pc[i * (w + 1) + j] = 2 * i, 2 * j + 1
-        for i in range(h + 1):
-            for j in range(w + 2):
-                pr[n_h + i * (w + 2) + j], pc[n_h + i * (w + 2) + j] = 2 * i + 1, 2 * j
-        after = np.full(n, -1, np.int64)
-        for i in range(h + 1):  # cell (i, j): padded pixel centres (i, j) .. (i + 1, j + 1)
-            for j in range(w + 1):
-                ul = _inside(labels, label, r0 + i - 1, c0 + j - 1)
-                ur = _inside(labels, label, r0 + i - 1, c0 + j)
-                ll = _inside(labels, label, r0 + i, c0 + j - 1)
-                lr = _inside(labels, label, r0 + i, c0 + j)
-                if ul == ur and ul == ll and ul == lr:
-                    continue
-                top, bottom = i * (w + 1) + j, (i + 1) * (w + 1) + j
-                left, right = n_h + i * (w + 2) + j, n_h + i * (w + 2) + j + 1
-                if ul == lr and ur == ll:  # saddle: each foreground corner cut off alone
-                    if ul:
-                        _link(after, top, left, pr, pc, 2 * i, 2 * j)
-                        _link(after, bottom, right, pr, pc, 2 * i + 2, 2 * j + 2)
-                    else:
-                        _link(after, top, right, pr, pc, 2 * i, 2 * j + 2)
-                        _link(after, bottom, left, pr, pc, 2 * i + 2, 2 * j)
-                    continue
-                ends = [0][:0]
-                for p, differs in ((top, ul != ur), (bottom, ll != lr), (left, ul != ll), (right, ur != lr)):
-                    if differs:
-                        ends.append(p)
-                if ul:
-                    fr, fc = 2 * i, 2 * j
-                elif ur:
-                    fr, fc = 2 * i, 2 * j + 2
-                elif ll:
-                    fr, fc = 2 * i + 2, 2 * j
-                else:
-                    fr, fc = 2 * i + 2, 2 * j + 2
-                _link(after, ends[0], ends[1], pr, pc, fr, fc)
-        for first in range(n):
+        after, n_h, w = _segments(labels, k + 1, r0, r1, c0, c1)
+        for first in range(after.shape[0]):
             if after[first] < 0:
                 continue
             ring = [first]
@@ -120,25 +126,25 @@ def _trace(labels, boxes):
                 q = after[p]
                 after[p] = -1
                 p = q
-            m = len(ring)
-            kept = 0
+            m, kept, area = len(ring), 0, 0
             for t in range(m):
-                a, b, c = ring[t - 1], ring[t], ring[(t + 1) % m]
-                if (pc[b] - pc[a]) * (pr[c] - pr[b]) != (pr[b] - pr[a]) * (pc[c] - pc[b]):
-                    out_r.append(pr[b] + 2 * r0 - 1)  # padded doubled -> doubled corner coordinates
-                    out_c.append(pc[b] + 2 * c0 - 1)
+                ar, ac = _point(ring[t - 1], n_h, w)
+                br, bc = _point(ring[t], n_h, w)
+                cr, cc = _point(ring[(t + 1) % m], n_h, w)
+                if (bc - ac) * (cr - br) != (br - ar) * (cc - bc):  # the direction turns here
+                    out_r.append(br + 2 * r0 - 1)  # padded doubled -> doubled corner coordinates
+                    out_c.append(bc + 2 * c0 - 1)
                     kept += 1
             if kept < 3:
                 del out_r[len(out_r) - kept:]
                 del out_c[len(out_c) - kept:]
                 continue
-            area = 0  # shoelace in (x, y) = (col, row), doubled units: > 0 counter-clockwise
             s0 = starts[-1]
-            for t in range(kept):
+            for t in range(kept):  # shoelace in (x, y) = (col, row), doubled: > 0 counter-clockwise
                 u, v = s0 + t, s0 + (t + 1) % kept
                 area += out_c[u] * out_r[v] - out_c[v] * out_r[u]
             starts.append(len(out_r))
-            ring_labels.append(label)
+            ring_labels.append(k + 1)
             exterior.append(area > 0)
     return (np.array(out_r, np.int64), np.array(out_c, np.int64), np.array(starts, np.int64),
             np.array(ring_labels, np.int64), np.array(exterior, np.bool_))
