@@ -202,25 +202,33 @@ def write_geojson(path: str | os.PathLike, labels: np.ndarray,
         atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def encode_features(features: list[dict]) -> str:
+    """GeoJSON text of ``features``, comma-separated without the brackets: what
+    :func:`feature_writer`'s ``add`` takes. Text crosses process boundaries far more cheaply than
+    the dicts (a 2304 px slide block's 3,000 nuclei: 2.8 MB pickled and unpickled in 0.2 s)."""
+    return json.dumps(features, separators=(",", ":"), default=_plain)[1:-1]
+
+
 @contextmanager
-def feature_writer(path: str | os.PathLike) -> Iterator[Callable[[list[dict]], None]]:
-    """Write a GeoJSON FeatureCollection feature by feature (a slide's nuclei, block by block),
-    atomically: yields ``add(features)``; the file appears complete at ``path`` when the block
-    exits without error. A path ending in ``.gz`` is gzip-compressed (QuPath 0.4+ opens
-    ``.geojson.gz``). The same text as :func:`write_geojson` for the same features."""
+def feature_writer(path: str | os.PathLike) -> Iterator[Callable[[str], None]]:
+    """Write a GeoJSON FeatureCollection part by part (a slide's nuclei, block by block),
+    atomically: yields ``add(text)``, ``text`` being :func:`encode_features` of some features;
+    the file appears complete at ``path`` when the block exits without error. A path ending in
+    ``.gz`` is gzip-compressed (QuPath 0.4+ opens ``.geojson.gz``). The same text as
+    :func:`write_geojson` for the same features."""
     import gzip
 
     with atomic_path(path) as tmp:
         gz = str(path).endswith(".gz")
         with (gzip.open(tmp, "wt", GZIP_LEVEL, "utf-8") if gz else open(tmp, "w", encoding="utf-8")) as f:
             f.write('{"type":"FeatureCollection","features":[')
-            count = 0
+            empty = True
 
-            def add(features: list[dict]) -> None:
-                nonlocal count
-                for feature in features:
-                    f.write(("," if count else "") + json.dumps(feature, separators=(",", ":"), default=_plain))
-                    count += 1
+            def add(text: str) -> None:
+                nonlocal empty
+                if text:
+                    f.write(("" if empty else ",") + text)
+                    empty = False
 
             yield add
             f.write("]}")

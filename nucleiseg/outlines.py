@@ -100,7 +100,9 @@ def _segments(labels, label, r0, r1, c0, c1):
                         first = p
                     else:
                         second = p
-            fr, fc = (2 * i, 2 * j) if ul else (2 * i, 2 * j + 2) if ur else (2 * i + 2, 2 * j) if ll else (2 * i + 2, 2 * j + 2)
+            top_row = ul or ur  # a foreground corner: in the top row if there is one
+            fr = 2 * i if top_row else 2 * i + 2
+            fc = 2 * j if (ul if top_row else ll) else 2 * j + 2
             _link(after, first, second, n_h, w, fr, fc)
     return after, n_h, w
 

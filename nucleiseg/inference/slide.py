@@ -222,19 +222,21 @@ class _BlockWriter:
 
 
 def measure_block(local: np.ndarray, image: np.ndarray, pixel_size: float | None, offset: tuple[int, int],
-                  label_offset: int, scale: float, features: bool) -> tuple[dict[str, np.ndarray], list[dict] | None]:
-    """(table, GeoJSON features) of one block's nuclei in slide coordinates: ``local`` (h, w) int32
-    labels 1..n of the block's nuclei over its pixels ``image``, measured (:func:`measure_nuclei`,
-    ``pixel_size`` µm per pixel of the level predicted) and outlined
-    (:func:`~nucleiseg.geojson.label_features`, with ``features``), moved by ``offset`` (row, col)
-    pixels and ``label_offset``, then times ``scale`` (:func:`shift_table`)."""
+                  label_offset: int, scale: float, features: bool) -> tuple[dict[str, np.ndarray], str | None]:
+    """(table, GeoJSON features as :func:`~nucleiseg.geojson.encode_features` text) of one block's
+    nuclei in slide coordinates: ``local`` (h, w) int32 labels 1..n of the block's nuclei over its
+    pixels ``image``, measured (:func:`measure_nuclei`, ``pixel_size`` µm per pixel of the level
+    predicted) and outlined (:func:`~nucleiseg.geojson.label_features`, with ``features``), moved
+    by ``offset`` (row, col) pixels and ``label_offset``, then times ``scale``
+    (:func:`shift_table`)."""
     table = measure_nuclei(local, image, pixel_size)
     moved = shift_table(table, label_offset, offset, scale)
     if not features:
         return moved, None
-    from ..geojson import label_features
+    from ..geojson import encode_features, label_features
 
-    return moved, label_features(local, moved | {"label": table["label"]}, offset, label_offset, scale)
+    outlines = label_features(local, moved | {"label": table["label"]}, offset, label_offset, scale)
+    return moved, encode_features(outlines)
 
 
 def _write_overlay(path: Path, thumbnail: np.ndarray, step: float, labels: np.ndarray,
