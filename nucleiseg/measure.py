@@ -16,7 +16,9 @@ tensor's eigenvalues, as ``regionprops``); the bounding boxes come from
 ``scipy.ndimage.find_objects``; solidity (area over the pixel count of the convex hull image,
 the hull of the nucleus's pixels taken as diamonds of their edge midpoints, pixel centres on
 the hull counted, as ``skimage.morphology.convex_hull_image``) from OpenCV's ``convexHull`` of
-the outline's corners and ``skimage.measure.grid_points_in_poly``.
+the outline's corners, its pixel centres counted row by row in integer arithmetic
+(:func:`nucleiseg.outlines.hull_pixel_count`; ``skimage.measure.grid_points_in_poly`` on a grid
+per nucleus took two thirds of the table's time).
 """
 
 from __future__ import annotations
@@ -123,13 +125,14 @@ def _convex_area(mask: np.ndarray) -> int:
     """Pixel count of ``skimage.morphology.convex_hull_image(mask)``: pixel centres inside or on
     the convex hull of the mask's pixels' edge midpoints."""
     import cv2
-    from skimage.measure import grid_points_in_poly
+
+    from .outlines import hull_pixel_count
 
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     corners = np.concatenate([c.reshape(-1, 2)[:, ::-1] for c in contours])  # (row, col) of boundary pixels
     points = (corners[:, None, :] + _DIAMOND).reshape(-1, 2).astype(np.float32)
     hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
-    return int(np.count_nonzero(grid_points_in_poly(mask.shape, hull, binarize=False)))
+    return hull_pixel_count(hull, mask.shape)
 
 
 def summary_row(image_id: str, table: dict[str, np.ndarray], seconds: float | None) -> dict:

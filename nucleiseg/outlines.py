@@ -195,3 +195,55 @@ def label_rings(labels: np.ndarray, boxes: list | None = None) -> LabelRings:
     points[corner, 0], points[corner, 1] = cols / 2.0, rows / 2.0
     points[last] = points[closed_starts[:-1]]
     return LabelRings(points, closed_starts, ring_labels, exterior)
+
+
+@njit(cache=True)
+def _hull_pixel_count(hull, h, w) -> int:
+    """Pixel centres (r, c), 0 <= r < h, 0 <= c < w, inside or on the convex polygon ``hull``
+    (K, 2) of doubled (row, col) integer vertices, counted row by row in integer arithmetic: on
+    row r the polygon spans [min, max] of its edges' crossings of that row."""
+    k = hull.shape[0]
+    count = 0
+    for r in range(h):
+        y = 2 * r
+        first, last = w, -1  # columns of the first and last centre inside, on this row
+        for e in range(k):
+            ya, xa, yb, xb = hull[e, 0], hull[e, 1], hull[(e + 1) % k, 0], hull[(e + 1) % k, 1]
+            if y < min(ya, yb) or y > max(ya, yb):
+                continue
+            if ya == yb:  # the edge lies on this row: both ends are crossings
+                lo_num, lo_den, hi_num, hi_den = min(xa, xb), 1, max(xa, xb), 1
+            else:  # crossing at x = xa + (y - ya) (xb - xa) / (yb - ya), doubled
+                num, den = xa * (yb - ya) + (y - ya) * (xb - xa), yb - ya
+                if den < 0:
+                    num, den = -num, -den
+                lo_num, lo_den, hi_num, hi_den = num, den, num, den
+            first = min(first, -((-lo_num) // (2 * lo_den)))  # ceil(x / 2): the first centre at or after x
+            last = max(last, hi_num // (2 * hi_den))  # floor(x / 2)
+        first, last = max(first, 0), min(last, w - 1)
+        if last >= first:
+            count += last - first + 1
+    return count
+
+
+def hull_pixel_count(hull: np.ndarray, shape: tuple[int, int]) -> int:
+    """Pixel centres of an (h, w) grid inside or on a convex polygon: the pixel count of
+    ``skimage.morphology.convex_hull_image`` given its hull (what ``grid_points_in_poly`` counts
+    there, without a grid per nucleus).
+
+    Parameters
+    ----------
+    hull : (K, 2) float, the polygon's (row, col) vertices in order, each a multiple of 1/2 pixel
+        (hulls of pixel-edge midpoints are), K >= 1.
+    shape : (h, w) of the grid, pixels.
+
+    Raises
+    ------
+    ValueError
+        if a vertex is not a multiple of 1/2.
+    """
+    doubled = np.asarray(hull, np.float64).reshape(-1, 2) * 2
+    vertices = np.rint(doubled).astype(np.int64)
+    if not np.array_equal(vertices, doubled):
+        raise ValueError("hull vertices must be multiples of 1/2 pixel")
+    return int(_hull_pixel_count(vertices, int(shape[0]), int(shape[1])))

@@ -102,3 +102,26 @@ def test_bad_label_images_are_refused():
         measure_nuclei(np.zeros((4, 4), np.int32), np.zeros((4, 5)))
     empty = measure_nuclei(np.zeros((4, 4), np.int32), np.zeros((4, 4)))
     assert all(len(v) == 0 for v in empty.values()) and set(empty) == set(COLUMNS)
+
+
+def test_hull_pixel_count_equals_grid_points_in_poly():
+    """Pixel centres inside or on a convex polygon of half-pixel vertices, counted in integer
+    arithmetic, equal skimage's grid_points_in_poly count (vertices, edges and outside the grid
+    included), and vertices off the half-pixel grid are refused."""
+    from scipy.spatial import ConvexHull
+    from skimage.measure import grid_points_in_poly
+
+    from nucleiseg.outlines import hull_pixel_count
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        points = rng.integers(-6, 30, size=(int(rng.integers(3, 12)), 2)) / 2.0
+        if np.linalg.matrix_rank(points[1:] - points[0]) < 2:
+            continue
+        hull = points[ConvexHull(points).vertices]
+        shape = tuple(int(v) for v in rng.integers(1, 16, size=2))
+        expected = int(np.count_nonzero(grid_points_in_poly(shape, hull, binarize=False)))
+        assert hull_pixel_count(hull, shape) == expected, (hull.tolist(), shape)
+    assert hull_pixel_count(np.array([[1.0, 1.0], [1.0, 3.0], [3.0, 3.0], [3.0, 1.0]]), (5, 5)) == 9
+    with pytest.raises(ValueError, match="multiples of 1/2"):
+        hull_pixel_count(np.array([[0.0, 0.0], [0.0, 1.3], [2.0, 0.0]]), (4, 4))
