@@ -109,7 +109,8 @@ def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
                              rings.exterior.tolist())
 
 
-def _label_geometries(labels: np.ndarray, boxes: list, offset: tuple[int, int], scale: float) -> dict[int, dict]:
+def _label_geometries(labels: np.ndarray, boxes: list, offset: tuple[int, int], scale: float,
+                      rings=None) -> dict[int, dict]:
     """{label: GeoJSON geometry} of every nucleus marching squares outlines validly (see the
     module docstring), in image coordinates moved by ``offset`` (row, col) and times ``scale``.
     A nucleus of one ring is a simple polygon by construction (marching-squares rings never
@@ -118,7 +119,7 @@ def _label_geometries(labels: np.ndarray, boxes: list, offset: tuple[int, int], 
 
     from .outlines import label_rings
 
-    rings = label_rings(labels, boxes)
+    rings = label_rings(labels, boxes) if rings is None else rings
     points = (rings.points + np.array([offset[1], offset[0]], np.float64)) * scale
     first = np.searchsorted(rings.labels, np.arange(1, len(boxes) + 2))
     geometries = {}
@@ -136,7 +137,8 @@ def _label_geometries(labels: np.ndarray, boxes: list, offset: tuple[int, int], 
 
 
 def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | None = None,
-                   offset: tuple[int, int] = (0, 0), label_offset: int = 0, scale: float = 1.0) -> list[dict]:
+                   offset: tuple[int, int] = (0, 0), label_offset: int = 0, scale: float = 1.0,
+                   rings=None) -> list[dict]:
     """GeoJSON Features of the nuclei of a label image (see the module docstring).
 
     Parameters
@@ -149,6 +151,8 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     label_offset : added to each label for the Feature's name and ``measurements.label``.
     scale : coordinates (after ``offset``) are multiplied by it: a slide's level predicted at
         ``scale`` level-0 pixels per pixel, written in level-0 coordinates.
+    rings : :func:`nucleiseg.outlines.label_rings` of ``labels``, when already traced; None:
+        traced here.
 
     Returns
     -------
@@ -166,20 +170,29 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
         raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
     if labels.size and labels.min() < 0:
         raise ValueError("labels must be non-negative")
-    rows: dict[int, dict[str, float]] = {}
-    if measurements is not None:
-        names = [k for k in measurements if k != "label"]
-        for i, label in enumerate(np.asarray(measurements["label"]).tolist()):
-            rows[int(label)] = {k: float(measurements[k][i]) for k in names if np.isfinite(measurements[k][i])}
     integer = labels if labels.dtype.kind in "iu" else labels.astype(np.int64)  # no copy of a huge label image
     features = []
     with _collector_paused():
-        for label, geometry in _label_geometries(integer, ndimage.find_objects(integer), offset, scale).items():
+        rows = _measurement_rows(measurements)
+        geometries = _label_geometries(integer, ndimage.find_objects(integer), offset, scale, rings)
+        for label, geometry in geometries.items():
             name = label + label_offset
             properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(name),
                           "measurements": {"label": name} | rows.get(label, {})}
             features.append({"type": "Feature", "geometry": geometry, "properties": properties})
     return features
+
+
+def _measurement_rows(measurements: dict[str, np.ndarray] | None) -> dict[int, dict[str, float]]:
+    """{label: {column: value}} of a :func:`nucleiseg.measure.measure_nuclei` table, every value
+    a float, NaN ones left out (JSON has no NaN)."""
+    import math
+
+    if measurements is None:
+        return {}
+    columns = {k: np.asarray(v, np.float64).tolist() for k, v in measurements.items() if k != "label"}
+    return {int(label): {k: column[i] for k, column in columns.items() if math.isfinite(column[i])}
+            for i, label in enumerate(np.asarray(measurements["label"]).tolist())}
 
 
 def write_geojson(path: str | os.PathLike, labels: np.ndarray,

@@ -247,3 +247,66 @@ def hull_pixel_count(hull: np.ndarray, shape: tuple[int, int]) -> int:
     if not np.array_equal(vertices, doubled):
         raise ValueError("hull vertices must be multiples of 1/2 pixel")
     return int(_hull_pixel_count(vertices, int(shape[0]), int(shape[1])))
+
+
+@njit(cache=True)
+def _convex_counts(points, starts, ring_labels, exterior, boxes):
+    """Per label, the pixel centres of its box inside or on the convex hull of its exterior
+    rings' corners (Andrew's monotone chain over doubled integer coordinates)."""
+    counts = np.zeros(boxes.shape[0], np.int64)
+    i, n_rings = 0, ring_labels.shape[0]
+    while i < n_rings:
+        label, j = ring_labels[i], i
+        while j < n_rings and ring_labels[j] == label:
+            j += 1
+        r0, r1, c0, c1 = boxes[label - 1, 0], boxes[label - 1, 1], boxes[label - 1, 2], boxes[label - 1, 3]
+        size = 0
+        for k in range(i, j):
+            if exterior[k]:
+                size += starts[k + 1] - starts[k] - 1
+        rows, cols = np.empty(size, np.int64), np.empty(size, np.int64)
+        m = 0
+        for k in range(i, j):
+            if exterior[k]:
+                for p in range(starts[k], starts[k + 1] - 1):  # corner (x, y) -> doubled pixel-centre (row, col)
+                    rows[m], cols[m] = points[p, 1] - 1 - 2 * r0, points[p, 0] - 1 - 2 * c0
+                    m += 1
+        order = np.argsort(rows * (4 * (c1 - c0) + 8) + cols)
+        hull = np.empty((2 * size + 1, 2), np.int64)
+        top = 0
+        for sweep in range(2):  # lower hull, then upper hull
+            floor = top
+            for t in range(size):
+                q = order[t] if sweep == 0 else order[size - 1 - t]
+                while top >= floor + 2 and ((hull[top - 1, 0] - hull[top - 2, 0]) * (cols[q] - hull[top - 2, 1])
+                                            - (hull[top - 1, 1] - hull[top - 2, 1]) * (rows[q] - hull[top - 2, 0])) <= 0:
+                    top -= 1
+                hull[top, 0], hull[top, 1] = rows[q], cols[q]
+                top += 1
+            top -= 1  # the last point of each chain starts the other
+        counts[label - 1] = _hull_pixel_count(hull[:max(top, 1)], r1 - r0, c1 - c0)
+        i = j
+    return counts
+
+
+def convex_pixel_counts(rings: LabelRings, boxes: list) -> np.ndarray:
+    """Pixel count of ``skimage.morphology.convex_hull_image`` of every label's mask in its box:
+    pixel centres inside or on the convex hull of the edge midpoints of the label's pixels, which
+    is the hull of its exterior rings' corners (a hull vertex of the midpoints is a midpoint
+    between the label and something else, so a corner of a ring).
+
+    Parameters
+    ----------
+    rings : :func:`label_rings` of the label image.
+    boxes : ``scipy.ndimage.find_objects`` of the label image, n entries.
+
+    Returns
+    -------
+    (n,) int64, entry l - 1 for label l (0 for labels without rings).
+    """
+    table = np.zeros((len(boxes), 4), np.int64)
+    for k, box in enumerate(boxes):
+        if box is not None:
+            table[k] = box[0].start, box[0].stop, box[1].start, box[1].stop
+    doubled = np.rint(rings.points * 2).astype(np.int64)
+    return _convex_counts(doubled, rings.starts, rings.labels, rings.exterior, table)

@@ -125,3 +125,27 @@ def test_hull_pixel_count_equals_grid_points_in_poly():
     assert hull_pixel_count(np.array([[1.0, 1.0], [1.0, 3.0], [3.0, 3.0], [3.0, 1.0]]), (5, 5)) == 9
     with pytest.raises(ValueError, match="multiples of 1/2"):
         hull_pixel_count(np.array([[0.0, 0.0], [0.0, 1.3], [2.0, 0.0]]), (4, 4))
+
+
+def test_convex_pixel_counts_equal_convex_hull_image():
+    """The hull of each label's outline corners counts what skimage's convex_hull_image
+    counts, for nuclei with holes, in two pieces, one pixel, one row, on the image's edges."""
+    from scipy import ndimage
+    from skimage.morphology import convex_hull_image
+
+    from nucleiseg.outlines import convex_pixel_counts, label_rings
+
+    labels = np.zeros((20, 24), np.int32)
+    labels[0:7, 0:9] = 1
+    labels[2:4, 3:5] = 0  # a hole
+    labels[9, 2] = 2  # one pixel
+    labels[12, 0:24] = 3  # one row across the image
+    labels[15:18, 3:6] = 4  # two pieces
+    labels[18:20, 10:12] = 4
+    labels[1:8, 14:24] = 5
+    labels[4:8, 18:24] = 0  # an L
+    labels[14, 20], labels[15, 21], labels[16, 22] = 6, 6, 6  # a diagonal: three pieces
+    boxes = ndimage.find_objects(labels)
+    counts = convex_pixel_counts(label_rings(labels, boxes), boxes)
+    expected = [int(convex_hull_image(labels[box] == k).sum()) for k, box in enumerate(boxes, start=1)]
+    assert counts.tolist() == expected

@@ -229,13 +229,16 @@ def measure_block(local: np.ndarray, image: np.ndarray, pixel_size: float | None
     predicted) and outlined (:func:`~nucleiseg.geojson.label_features`, with ``features``), moved
     by ``offset`` (row, col) pixels and ``label_offset``, then times ``scale``
     (:func:`shift_table`)."""
-    table = measure_nuclei(local, image, pixel_size)
+    from ..outlines import label_rings
+
+    rings = label_rings(local)  # traced once: the table's solidity and the GeoJSON's outlines
+    table = measure_nuclei(local, image, pixel_size, rings)
     moved = shift_table(table, label_offset, offset, scale)
     if not features:
         return moved, None
     from ..geojson import encode_features, label_features
 
-    outlines = label_features(local, moved | {"label": table["label"]}, offset, label_offset, scale)
+    outlines = label_features(local, moved | {"label": table["label"]}, offset, label_offset, scale, rings)
     return moved, encode_features(outlines)
 
 
