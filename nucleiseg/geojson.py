@@ -174,7 +174,8 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     features = []
     with _collector_paused():
         rows = _measurement_rows(measurements)
-        geometries = _label_geometries(integer, ndimage.find_objects(integer), offset, scale, rings)
+        boxes = ndimage.find_objects(integer) if rings is None else rings.boxes
+        geometries = _label_geometries(integer, boxes, offset, scale, rings)
         for label, geometry in geometries.items():
             name = label + label_offset
             properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(name),

@@ -32,12 +32,14 @@ class LabelRings(NamedTuple):
     starts : (R + 1,) int64, ring i is ``points[starts[i]:starts[i + 1]]``.
     labels : (R,) int64, the label each ring outlines, in increasing order.
     exterior : (R,) bool, True for an exterior (counter-clockwise), False for a hole.
+    boxes : ``scipy.ndimage.find_objects`` of the label image (entry l - 1: label l's box, or None).
     """
 
     points: np.ndarray
     starts: np.ndarray
     labels: np.ndarray
     exterior: np.ndarray
+    boxes: list
 
 
 @njit(cache=True, inline="always")
@@ -152,6 +154,15 @@ def _trace(labels, boxes):
             np.array(ring_labels, np.int64), np.array(exterior, np.bool_))
 
 
+def _box_table(boxes: list) -> np.ndarray:
+    """(n, 4) int64 (r0, r1, c0, c1) of ``find_objects`` boxes; (0, 0, 0, 0) for None."""
+    table = np.zeros((len(boxes), 4), np.int64)
+    for k, box in enumerate(boxes):
+        if box is not None:
+            table[k] = box[0].start, box[0].stop, box[1].start, box[1].stop
+    return table
+
+
 def label_rings(labels: np.ndarray, boxes: list | None = None) -> LabelRings:
     """Marching-squares rings (level 0.5, the nucleus face-connected) of every label of a label
     image, all in one pass (see the module docstring).
@@ -180,10 +191,7 @@ def label_rings(labels: np.ndarray, boxes: list | None = None) -> LabelRings:
         raise ValueError("labels must be non-negative")
     if boxes is None:
         boxes = ndimage.find_objects(labels)
-    table = np.zeros((len(boxes), 4), np.int64)
-    for k, box in enumerate(boxes):
-        if box is not None:
-            table[k] = box[0].start, box[0].stop, box[1].start, box[1].stop
+    table = _box_table(boxes)
     kernel_labels = labels if labels.dtype in (np.int32, np.int64, np.uint32) else labels.astype(np.int64)
     rows, cols, starts, ring_labels, exterior = _trace(kernel_labels, table)
     # close each ring: its first corner again after its last
@@ -194,7 +202,7 @@ def label_rings(labels: np.ndarray, boxes: list | None = None) -> LabelRings:
     corner[last] = False
     points[corner, 0], points[corner, 1] = cols / 2.0, rows / 2.0
     points[last] = points[closed_starts[:-1]]
-    return LabelRings(points, closed_starts, ring_labels, exterior)
+    return LabelRings(points, closed_starts, ring_labels, exterior, boxes)
 
 
 @njit(cache=True)
@@ -289,7 +297,7 @@ def _convex_counts(points, starts, ring_labels, exterior, boxes):
     return counts
 
 
-def convex_pixel_counts(rings: LabelRings, boxes: list) -> np.ndarray:
+def convex_pixel_counts(rings: LabelRings) -> np.ndarray:
     """Pixel count of ``skimage.morphology.convex_hull_image`` of every label's mask in its box:
     pixel centres inside or on the convex hull of the edge midpoints of the label's pixels, which
     is the hull of its exterior rings' corners (a hull vertex of the midpoints is a midpoint
@@ -297,16 +305,11 @@ def convex_pixel_counts(rings: LabelRings, boxes: list) -> np.ndarray:
 
     Parameters
     ----------
-    rings : :func:`label_rings` of the label image.
-    boxes : ``scipy.ndimage.find_objects`` of the label image, n entries.
+    rings : :func:`label_rings` of the label image, whose ``boxes`` has n entries.
 
     Returns
     -------
     (n,) int64, entry l - 1 for label l (0 for labels without rings).
     """
-    table = np.zeros((len(boxes), 4), np.int64)
-    for k, box in enumerate(boxes):
-        if box is not None:
-            table[k] = box[0].start, box[0].stop, box[1].start, box[1].stop
     doubled = np.rint(rings.points * 2).astype(np.int64)
-    return _convex_counts(doubled, rings.starts, rings.labels, rings.exterior, table)
+    return _convex_counts(doubled, rings.starts, rings.labels, rings.exterior, _box_table(rings.boxes))

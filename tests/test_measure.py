@@ -146,6 +146,6 @@ def test_convex_pixel_counts_equal_convex_hull_image():
     labels[4:8, 18:24] = 0  # an L
     labels[14, 20], labels[15, 21], labels[16, 22] = 6, 6, 6  # a diagonal: three pieces
     boxes = ndimage.find_objects(labels)
-    counts = convex_pixel_counts(label_rings(labels, boxes), boxes)
+    counts = convex_pixel_counts(label_rings(labels, boxes))
     expected = [int(convex_hull_image(labels[box] == k).sum()) for k, box in enumerate(boxes, start=1)]
     assert counts.tolist() == expected
