@@ -88,40 +88,16 @@ def _polygon_geometry(rings: list[np.ndarray], exterior: list[bool]):
     return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
 
-def nucleus_geometry(mask: np.ndarray, offset: tuple[int, int] = (0, 0)):
-    """The shapely Polygon or MultiPolygon of one nucleus.
-
-    Parameters
-    ----------
-    mask : (h, w) bool, the nucleus in a crop of the label image.
-    offset : (row, col) of the crop's top-left pixel in the image.
-
-    Returns
-    -------
-    shapely Polygon / MultiPolygon in image coordinates (see the module docstring), exteriors
-    counter-clockwise and holes clockwise, without collinear corners, or None for an empty mask.
-    """
-    from .outlines import label_rings
-
-    rings = label_rings(np.asarray(mask, bool).astype(np.int32))
-    points = rings.points + np.array([offset[1], offset[0]], np.float64)
-    return _polygon_geometry([points[a:b] for a, b in zip(rings.starts[:-1], rings.starts[1:])],
-                             rings.exterior.tolist())
-
-
-def _label_geometries(labels: np.ndarray, boxes: list, offset: tuple[int, int], scale: float,
-                      rings=None) -> dict[int, dict]:
+def _label_geometries(rings, offset: tuple[int, int], scale: float) -> dict[int, dict]:
     """{label: GeoJSON geometry} of every nucleus marching squares outlines validly (see the
-    module docstring), in image coordinates moved by ``offset`` (row, col) and times ``scale``.
+    module docstring), from its :func:`~nucleiseg.outlines.label_rings`, in image coordinates moved
+    by ``offset`` (row, col) and times ``scale``.
     A nucleus of one ring is a simple polygon by construction (marching-squares rings never
     cross); nuclei of several rings (holes, pieces) are assembled and checked by shapely."""
     from shapely.geometry import mapping
 
-    from .outlines import label_rings
-
-    rings = label_rings(labels, boxes) if rings is None else rings
     points = (rings.points + np.array([offset[1], offset[0]], np.float64)) * scale
-    first = np.searchsorted(rings.labels, np.arange(1, len(boxes) + 2))
+    first = np.searchsorted(rings.labels, np.arange(1, len(rings.boxes) + 2))
     geometries = {}
     for label in np.unique(rings.labels).tolist():
         a, b = first[label - 1], first[label]
@@ -163,7 +139,7 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     ValueError
         if ``labels`` is not 2-D or has negative values.
     """
-    from scipy import ndimage
+    from .outlines import label_rings
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -174,8 +150,7 @@ def label_features(labels: np.ndarray, measurements: dict[str, np.ndarray] | Non
     features = []
     with _collector_paused():
         rows = _measurement_rows(measurements)
-        boxes = ndimage.find_objects(integer) if rings is None else rings.boxes
-        geometries = _label_geometries(integer, boxes, offset, scale, rings)
+        geometries = _label_geometries(label_rings(integer) if rings is None else rings, offset, scale)
         for label, geometry in geometries.items():
             name = label + label_offset
             properties = {"objectType": OBJECT_TYPE, "classification": {"name": CLASS_NAME}, "name": str(name),

@@ -68,11 +68,10 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray, pixel_size: float | No
 
 
 def _measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None, rings) -> dict[str, np.ndarray]:
-    from scipy import ndimage
-
     from .outlines import convex_pixel_counts, label_rings
 
-    boxes = ndimage.find_objects(labels) if rings is None else rings.boxes
+    rings = label_rings(labels) if rings is None else rings
+    boxes = rings.boxes
     present = np.array([i + 1 for i, b in enumerate(boxes) if b is not None], np.int64)
     bbox = np.array([[b.start for b in boxes[i - 1]] + [b.stop for b in boxes[i - 1]] for i in present],
                     np.int64).reshape(-1, 4)
@@ -100,7 +99,7 @@ def _measure(labels: np.ndarray, image: np.ndarray, pixel_size: float | None, ri
         "bbox_max_col": bbox[:, 3],
         "equivalent_diameter_px": np.sqrt(4.0 * area / np.pi),
         "eccentricity": eccentricity,
-        "solidity": area / convex_pixel_counts(label_rings(labels, boxes) if rings is None else rings)[present - 1],
+        "solidity": area / convex_pixel_counts(rings)[present - 1],
         "mean_intensity": s[6][present] / n,
     }
 
