@@ -52,7 +52,7 @@ from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
 from . import BACKENDS, DEFAULT_DIAMETER, DEFAULT_PRECISION
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_BATCH, DEFAULT_TILE_SIZE, blend_window, tile_layout
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, blend_window, default_tile_batch, tile_layout
 
 
 #: Rescaling by an estimated diameter needs at least this many nuclei in the first pass.
@@ -183,7 +183,8 @@ class Predictor:
     device : where the network runs.
     tile_size, overlap : overlap-tile size and overlap in pixels; ``tile_size`` a multiple of 16
         and more than twice ``overlap``.
-    batch_size : tiles per network call.
+    batch_size : tiles per network call; None: :func:`~nucleiseg.inference.tiling.default_tile_batch`
+        of the device (1 on the CPU, 4 on CUDA).
     channels_last, compile : speed options (see the module docstring).
     fold_batchnorm : run a copy of ``model`` with its BatchNorm layers folded into the
         convolutions (:func:`~nucleiseg.model.unet.fold_batchnorm`; faster, same function). Only
@@ -201,7 +202,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
                  tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
-                 batch_size: int = DEFAULT_TILE_BATCH, channels_last: bool = True, compile: bool = False,
+                 batch_size: int | None = None, channels_last: bool = True, compile: bool = False,
                  precision: Precision = DEFAULT_PRECISION, fold_batchnorm: bool = False):
         check_tiles(tile_size, overlap)
         self.autocast = autocast_dtype(precision, device.type)
@@ -213,7 +214,8 @@ class Predictor:
         self.network = torch.compile(network, dynamic=True) if compile else network
         self.config = config
         self.device = device
-        self.tile_size, self.overlap, self.batch_size = tile_size, overlap, batch_size
+        self.tile_size, self.overlap = tile_size, overlap
+        self.batch_size = batch_size or default_tile_batch(device.type)
 
     @property
     def backend(self) -> str:

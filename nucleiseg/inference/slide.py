@@ -45,7 +45,8 @@ from .predictor import PredictOptions, Predictor, scaled_watershed
 THUMBNAIL_PIXELS = 4_000_000
 #: Tiles per network call on a slide, at most: the network's activations are most of the memory.
 #: On an 8192 x 8192 slide (2-core AMD EPYC, float32) 2 tiles of 1024 px peaked at 1.50 GB in
-#: 55 s, 4 (the default for images) at 1.97 GB in 62 s, 1 at 1.43 GB in 61 s, same nuclei.
+#: 55 s, 4 (CUDA's batch for images) at 1.97 GB in 62 s, 1 at 1.43 GB in 61 s, same nuclei. On the CPU
+#: the batch is 1 anyway (:data:`~nucleiseg.inference.tiling.TILE_BATCH`).
 SLIDE_TILE_BATCH = 2
 
 
