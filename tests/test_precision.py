@@ -101,6 +101,36 @@ def test_bf16_inference_labels_follow_fp32(sample_ids, sample_labels):
         Predictor.from_file(device="cpu", precision="half")
 
 
+def test_the_cast_network_computes_what_autocast_computes(sample_ids):
+    """On the CPU a model read from a file runs bf16 through a bf16 copy of its folded network
+    instead of autocast; autocast casts every convolution's input, weights and bias to bf16 and
+    pools, concatenates and rectifies in the input's dtype, so the logits must be the same bit for
+    bit, on a bundled sample's tiles of two sizes (one that needs padding to a multiple of 16).
+    Float32 calls (the diameter estimate) still run the float32 network."""
+    from nucleiseg.data.images import read_image
+    from nucleiseg.data.sources import bundled_samples_dir
+    from nucleiseg.inference.predictor import Predictor
+
+    predictor = Predictor.from_file(device="cpu", precision="bf16")
+    assert predictor.network_bf16 is not None
+    assert next(predictor.network_bf16.parameters()).dtype == torch.bfloat16
+    assert next(predictor.network.parameters()).dtype == torch.float32
+    image = read_image(bundled_samples_dir() / "images" / f"{sorted(sample_ids)[0]}.png")
+    x = predictor.normalize(image)
+    for h, w in ((128, 160), (100, 75)):
+        batch = np.stack([x[:, :h, :w], x[:, -h:, -w:]])
+        cast = predictor._forward(batch)
+        cast_network, predictor.network_bf16 = predictor.network_bf16, None
+        try:
+            autocast = predictor._forward(batch)
+        finally:
+            predictor.network_bf16 = cast_network
+        np.testing.assert_array_equal(cast, autocast)
+        float32 = predictor._forward(batch, float32=True)
+        assert 0 < np.abs(float32 - cast).max() < 0.1
+    assert Predictor.from_file(device="cpu", precision="fp32").network_bf16 is None
+
+
 def test_the_diameter_estimate_runs_in_float32_and_the_rest_in_the_precision_asked(monkeypatch):
     """On an image larger than one tile, the estimate's passes (its central tile) are float32 and
     the whole image's pass is the predictor's precision."""

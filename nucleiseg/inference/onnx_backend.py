@@ -54,7 +54,7 @@ class OnnxPredictor(Predictor):
         providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(data, providers=providers)
         self.model = None
-        self.network = None
+        self.network = self.network_bf16 = None
         self.channels_last = self.compiled = False
         self.autocast = None  # onnxruntime runs the exported float32 graph
         self.config = config

@@ -34,6 +34,7 @@ call per input shape pays the compilation, so it only pays off for many images o
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
@@ -211,11 +212,23 @@ class Predictor:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         network = folded_batchnorm(self.model) if fold_batchnorm else self.model
-        self.network = torch.compile(network, dynamic=True) if compile else network
+        self.network = self._maybe_compiled(network, compile)
+        # Folded weights no longer change, so on the CPU a bf16 copy of the network replaces bf16
+        # autocast: the same arithmetic (autocast runs every convolution on bf16 casts of its input,
+        # weights and bias, and the pooling, ReLU and concatenation in their input's dtype; logits
+        # equal bit for bit in tests/test_precision.py), without autocast's casts at each call
+        # (a 608 px tile 54 -> 50 ms, 2-core AMD EPYC).
+        bf16 = fold_batchnorm and device.type == "cpu" and self.autocast == torch.bfloat16
+        self.network_bf16 = (self._maybe_compiled(copy.deepcopy(network).to(torch.bfloat16), compile)
+                             if bf16 else None)
         self.config = config
         self.device = device
         self.tile_size, self.overlap = tile_size, overlap
         self.batch_size = batch_size or default_tile_batch(device.type)
+
+    @staticmethod
+    def _maybe_compiled(network: torch.nn.Module, compile: bool) -> torch.nn.Module:
+        return torch.compile(network, dynamic=True) if compile else network
 
     @property
     def backend(self) -> str:
@@ -250,8 +263,11 @@ class Predictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = None if float32 else self.autocast
-        with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-            logits = self.network(x)
+        if autocast is not None and self.network_bf16 is not None:
+            logits = self.network_bf16(x.to(torch.bfloat16))
+        else:
+            with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                logits = self.network(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False, float32: bool = False) -> np.ndarray:
