@@ -132,10 +132,12 @@ def test_the_cast_network_computes_what_autocast_computes(sample_ids):
 
 
 def test_the_diameter_estimate_runs_in_float32_and_the_rest_in_the_precision_asked(monkeypatch):
-    """On an image larger than one tile, the estimate's passes (its central tile) are float32 and
-    the whole image's pass is the predictor's precision."""
+    """On an image larger than the estimate's region, the estimate's passes (its central region)
+    are float32 and the whole image's pass is the predictor's precision."""
+    from nucleiseg.inference import predictor as predictor_module
     from nucleiseg.inference.predictor import PredictOptions, Predictor
 
+    monkeypatch.setattr(predictor_module, "SIZE_REGION", 128)
     predictor = Predictor.from_file(device="cpu", precision="bf16", tile_size=128, overlap=16)
     flags = []
     forward = predictor._forward

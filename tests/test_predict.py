@@ -94,6 +94,28 @@ def test_tiling_does_not_show_with_bundled_model():
     assert crossing > 20 and cut == 0
 
 
+def test_device_defaults_and_a_diameter_estimate_that_ignores_the_tile_size():
+    """On the CPU tiles are at most 768 px, one per network call (CUDA: 1024, four); the diameter
+    estimate reads its central 1024 px in tiles of 1024 whatever the tile size, so on the bundled
+    1024 x 1024 sample, predicted in 256 px tiles or in 768 px tiles, it finds the same diameter,
+    to the last bit, as the untiled first pass; the labels at that scale still agree."""
+    from nucleiseg.inference.tiling import default_tile_batch, default_tile_size
+
+    cpu = Predictor.from_file(device="cpu")
+    assert (cpu.tile_size, cpu.batch_size) == (default_tile_size("cpu"), default_tile_batch("cpu")) == (768, 1)
+    assert (default_tile_size("cuda"), default_tile_batch("cuda")) == (1024, 4)
+    path = next(p for p in (bundled_samples_dir() / "images").iterdir() if p.name.startswith("76a372bfd3fa"))
+    image = read_image(path)
+    assert image.shape[:2] == (1024, 1024)
+    estimates = {}
+    for t in (256, 768, 1024):
+        predictor = cpu if t == 768 else Predictor.from_file(device="cpu", tile_size=t)
+        estimates[t] = predictor.segment(image)
+    assert estimates[256].diameter == estimates[768].diameter == estimates[1024].diameter
+    assert estimates[768].scale == estimates[1024].scale != 1.0
+    assert dsb_score(estimates[1024].labels, estimates[768].labels) > 0.9
+
+
 def test_bad_tile_size():
     with pytest.raises(ValueError, match="multiple of 16"):
         Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), tile_size=100)
@@ -214,7 +236,7 @@ def test_auto_diameter_recovers_an_enlarged_image(sample_labels):
 
 
 def test_auto_diameter_reuses_the_estimate_passes(monkeypatch):
-    """An image that fits in one tile is not run through the network again after the estimate:
+    """An image that fits in the estimate's region is not run through the network again after it:
     --diameter auto costs the estimate's one or two passes, no more, and gives the labels that
     predicting afresh at the chosen scale gives."""
     from nucleiseg.postprocess import probabilities_to_labels
@@ -226,7 +248,7 @@ def test_auto_diameter_reuses_the_estimate_passes(monkeypatch):
         calls = []
         original = Predictor.probabilities_of_normalized
         monkeypatch.setattr(Predictor, "probabilities_of_normalized",
-                            lambda self, x, tta=False, float32=False: calls.append(x.shape) or original(self, x, tta, float32))
+                            lambda self, x, *args: calls.append(x.shape) or original(self, x, *args))
         seg = predictor.segment(image)
         monkeypatch.setattr(Predictor, "probabilities_of_normalized", original)
         assert len(calls) == (2 if seg.scale != 1.0 else 1), (prefix, seg.scale, calls)

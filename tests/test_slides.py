@@ -417,6 +417,25 @@ def test_a_given_plan_is_used_not_made_again(tmp_path, predictor, monkeypatch):
                                   read_label_image(tmp_path / "b" / "slide.tif"))
 
 
+def test_the_block_cache_key_follows_the_tiles(tmp_path, predictor):
+    """Where the tiles' seams fall changes a block's probabilities, so a run resumed with another
+    tile size or overlap (another device's default, or --tile-size) recomputes its blocks."""
+    import copy
+
+    from nucleiseg.inference import slide as slide_module
+
+    path = tmp_path / "slide.tif"
+    write_slide(path, mosaic(2, 2), 0.25, "ome", compression="zlib", smallest_side=200)
+    options = PredictOptions(block_size=320, diameter=None)
+    keys = []
+    with open_slide(path) as slide:
+        for tile_size, overlap in ((768, 64), (768, 64), (1024, 64), (768, 32)):
+            other = copy.copy(predictor)
+            other.tile_size, other.overlap = tile_size, overlap
+            keys.append(slide_module.plan_slide(other, slide, options)[0].key)
+    assert keys[0] == keys[1] and len(set(keys)) == 3
+
+
 def test_watershed_in_worker_processes_gives_the_nuclei_of_one_process(tmp_path, predictor):
     """--watershed-processes 2: the blocks' watershed, measurements and outlines run in two
     worker processes while the network goes on; label image, GeoJSON and table byte-identical to

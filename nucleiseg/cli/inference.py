@@ -12,7 +12,7 @@ import click
 
 from ..inference import BACKENDS
 from ..inference.blockwise import DEFAULT_BLOCK_SIZE
-from ..inference.tiling import DEFAULT_TILE_SIZE
+from ..inference.tiling import TILE_SIZE
 from ..io import LABEL_FORMATS
 from ..postprocess import WatershedParams
 from ._common import device_option, diameter_option, field_docs, fail, main, precision_option, progress_bar
@@ -62,8 +62,9 @@ class Region(click.ParamType):
 @click.option("--channel", type=int, help="Use this page of multi-page TIFFs, or this channel of colour images.")
 @click.option("--format", "label_format", type=click.Choice(LABEL_FORMATS), default=LABEL_FORMATS[0], show_default=True,
               help="Label image format: uint16 TIFF or 16-bit PNG.")
-@click.option("--tile-size", default=DEFAULT_TILE_SIZE, show_default=True,
-              help="Larger images are predicted in overlapping tiles of at most this size (multiple of 16).")
+@click.option("--tile-size", type=int, default=None,
+              help="Larger images are predicted in overlapping tiles of at most this size (multiple of 16) "
+              f"[default: {TILE_SIZE['cpu']} on the CPU, {TILE_SIZE['cuda']} on CUDA].")
 @click.option("--compile", "compile_model", is_flag=True,
               help="torch.compile the network (pays off for many images of one size; first image slower).")
 @click.option("--block-size", default=DEFAULT_BLOCK_SIZE, show_default=True,

@@ -39,7 +39,6 @@ from ..errors import MissingDependencyError, NucleisegError
 from ..progress import Progress, no_progress
 from .batch import PredictResult, finish_summary, predict_one, unique_inputs, wanted_outputs
 from .predictor import PredictOptions
-from .tiling import DEFAULT_TILE_SIZE
 
 try:
     import distributed
@@ -61,7 +60,7 @@ class ModelPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, model: str | None, device: str = "auto", tile_size: int = DEFAULT_TILE_SIZE,
+    def __init__(self, model: str | None, device: str = "auto", tile_size: int | None = None,
                  compile: bool = False, backend: str = "torch"):
         self.model, self.device, self.tile_size, self.compile = model, device, tile_size, compile
         self.backend = backend
@@ -178,7 +177,7 @@ def connect(workers: int | None = None, scheduler: str | None = None, threads_pe
 
 def predict_on_cluster(client, inputs: list[Path], out: Path, model: str | os.PathLike | None,
                        options: PredictOptions | None = None, rle_path: Path | None = None, device: str = "auto",
-                       tile_size: int = DEFAULT_TILE_SIZE, compile: bool = False,
+                       tile_size: int | None = None, compile: bool = False,
                        progress: Progress = no_progress, backend: str = "torch") -> list[PredictResult]:
     """Predict every image of ``inputs`` on the workers of ``client`` into ``out``.
 

@@ -21,7 +21,7 @@ from ..export import ONNX_INPUT, _require, export_network, network_onnx, read_on
 from ..model.config import ModelConfig
 from ..transforms import pad_to_shape, padding_to_multiple
 from .predictor import Predictor, check_tiles
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, default_tile_batch
+from .tiling import DEFAULT_OVERLAP, default_tile_batch, default_tile_size
 
 
 class OnnxPredictor(Predictor):
@@ -43,9 +43,10 @@ class OnnxPredictor(Predictor):
         if onnxruntime is not installed.
     """
 
-    def __init__(self, data: bytes, config: ModelConfig, device: str = "cpu", tile_size: int = DEFAULT_TILE_SIZE,
+    def __init__(self, data: bytes, config: ModelConfig, device: str = "cpu", tile_size: int | None = None,
                  overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None):
-        check_tiles(tile_size, overlap)
+        if tile_size is not None:
+            check_tiles(tile_size, overlap)
         ort = _require("onnxruntime", "the ONNX backend")
         available = ort.get_available_providers()
         cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in available
@@ -59,7 +60,7 @@ class OnnxPredictor(Predictor):
         self.autocast = None  # onnxruntime runs the exported float32 graph
         self.config = config
         self.device = torch.device("cuda" if cuda else "cpu")
-        self.tile_size, self.overlap = tile_size, overlap
+        self.tile_size, self.overlap = tile_size or default_tile_size(self.device.type), overlap
         self.batch_size = batch_size or default_tile_batch(self.device.type)
 
     @property

@@ -53,11 +53,17 @@ from ..postprocess import WatershedParams, probabilities_to_labels
 from ..transforms import dihedral, dihedral_inverse, network_input, pad_to_multiple, resize
 from . import BACKENDS, DEFAULT_DIAMETER, DEFAULT_PRECISION
 from .blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_HALO, is_huge, predict_blockwise
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, blend_window, default_tile_batch, tile_layout
+from .tiling import DEFAULT_OVERLAP, blend_window, default_tile_batch, default_tile_size, tile_layout
 
 
 #: Rescaling by an estimated diameter needs at least this many nuclei in the first pass.
 MIN_NUCLEI_FOR_SIZE = 5
+#: The diameter estimate reads the central SIZE_REGION x SIZE_REGION pixels of an image (of a
+#: slide: around the middle of its tissue) in tiles of at most SIZE_REGION, whatever the device's
+#: tile size: where the seams fall moves a probability near a threshold, and with it the estimate
+#: and every pixel's scale (a 1024 px bundled sample: diameter 15.7 px untiled, 14.7 in 544 px
+#: tiles), so the scale chosen does not depend on the device.
+SIZE_REGION = 1024
 #: Factors the scale is clipped to.
 SCALE_RANGE = (0.25, 4.0)
 #: --diameter auto keeps the second pass's factor when the refined estimate's is within this
@@ -183,7 +189,8 @@ class Predictor:
     config : the model's :class:`~nucleiseg.model.config.ModelConfig`.
     device : where the network runs.
     tile_size, overlap : overlap-tile size and overlap in pixels; ``tile_size`` a multiple of 16
-        and more than twice ``overlap``.
+        and more than twice ``overlap``; None: :func:`~nucleiseg.inference.tiling.default_tile_size`
+        of the device (768 on the CPU, 1024 on CUDA).
     batch_size : tiles per network call; None: :func:`~nucleiseg.inference.tiling.default_tile_batch`
         of the device (1 on the CPU, 4 on CUDA).
     channels_last, compile : speed options (see the module docstring).
@@ -202,9 +209,10 @@ class Predictor:
     """
 
     def __init__(self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
-                 tile_size: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_OVERLAP,
+                 tile_size: int | None = None, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int | None = None, channels_last: bool = True, compile: bool = False,
                  precision: Precision = DEFAULT_PRECISION, fold_batchnorm: bool = False):
+        tile_size = tile_size or default_tile_size(device.type)
         check_tiles(tile_size, overlap)
         self.autocast = autocast_dtype(precision, device.type)
         self.model = model.to(device).eval()
@@ -270,20 +278,22 @@ class Predictor:
                 logits = self.network(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False, float32: bool = False) -> np.ndarray:
+    def probabilities_of_normalized(self, x: np.ndarray, tta: bool = False, float32: bool = False,
+                                    tile_size: int | None = None) -> np.ndarray:
         """Probabilities (3, H, W) float32 of a network input (C, H, W) float32
-        (:meth:`normalize`); an (H, W) array is taken as one channel. ``float32``: no autocast."""
+        (:meth:`normalize`); an (H, W) array is taken as one channel. ``float32``: no autocast;
+        ``tile_size``: tiles of at most this side instead of the predictor's."""
         x = x[None] if x.ndim == 2 else x
+        t = tile_size or self.tile_size
         if not tta:
-            return self._tiled(x, float32)
+            return self._tiled(x, float32, t)
         acc = np.zeros((3,) + x.shape[1:], np.float32)
         for k in range(8):
-            acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k)), float32), k)
+            acc += dihedral_inverse(self._tiled(np.ascontiguousarray(dihedral(x, k)), float32, t), k)
         return acc / 8.0
 
-    def _tiled(self, x: np.ndarray, float32: bool) -> np.ndarray:
+    def _tiled(self, x: np.ndarray, float32: bool, t: int) -> np.ndarray:
         h, w = x.shape[-2:]
-        t = self.tile_size
         if h <= t and w <= t:
             return self._forward(x[None], float32)[0]
         # The U-Net's max-pooling grid makes it shift-equivariant only for shifts by multiples of
@@ -291,7 +301,7 @@ class Predictor:
         # multiple (as the network pads a whole image), tile lengths and strides are multiples too.
         m = self.pooling_multiple
         if h % m or w % m:
-            return self._tiled(pad_to_multiple(x, m), float32)[:, :h, :w]
+            return self._tiled(pad_to_multiple(x, m), float32, t)[:, :h, :w]
         (th, row_starts), (tw, col_starts) = tile_layout(h, t, self.overlap, m), tile_layout(w, t, self.overlap, m)
         window = blend_window((th, tw), self.overlap)
         acc = np.zeros((3, h, w), np.float32)
@@ -320,14 +330,15 @@ class Predictor:
         """
         return self.probabilities_of_normalized(self.normalize(image), tta)
 
-    def probabilities(self, x: np.ndarray, tta: bool = False, scale: float = 1.0, float32: bool = False) -> np.ndarray:
+    def probabilities(self, x: np.ndarray, tta: bool = False, scale: float = 1.0, float32: bool = False,
+                      tile_size: int | None = None) -> np.ndarray:
         """:meth:`probabilities_of_normalized` of the network input ``x`` (C, H, W) resized by
         ``scale``, resized back to (3, H, W)."""
         if scale == 1.0:
-            return self.probabilities_of_normalized(x, tta, float32)
+            return self.probabilities_of_normalized(x, tta, float32, tile_size)
         h, w = x.shape[-2:]
         scaled = resize(x, (max(1, round(h * scale)), max(1, round(w * scale))))
-        return resize(self.probabilities_of_normalized(scaled, tta, float32), (h, w))
+        return resize(self.probabilities_of_normalized(scaled, tta, float32, tile_size), (h, w))
 
     def scale_for(self, image: np.ndarray, options: PredictOptions,
                   passes: dict[float, np.ndarray] | None = None) -> tuple[float | None, float]:
@@ -360,25 +371,25 @@ class Predictor:
     def _estimate_diameter(self, image: np.ndarray, options: PredictOptions,
                            passes: dict[float, np.ndarray] | None = None) -> tuple[float, float | None] | None:
         """(the nuclei's median diameter in original pixels, the second pass's factor or None) in
-        ``image``'s central tile: a first pass at the original scale, and when that suggests
+        ``image``'s central :data:`SIZE_REGION` pixels square: a first pass at the original scale, and when that suggests
         rescaling, a second pass at the suggested factor, where fragments of large nuclei join
         (None: too few nuclei). Both passes run in float32 whatever the precision (a bf16
         rounding near a threshold can move the estimate, and with it every pixel's scale). When
-        the tile is the whole image, each pass's probabilities go into ``passes`` by factor."""
+        the region is the whole image, each pass's probabilities go into ``passes`` by factor."""
         h, w = image.shape[:2]
-        t = self.tile_size
+        t = SIZE_REGION
         r0, c0 = max(0, (h - t) // 2), max(0, (w - t) // 2)
         x = self.normalize(image[r0 : r0 + t, c0 : c0 + t])
         keep = passes if passes is not None and h <= t and w <= t else {}
         watershed = options.watershed or self.watershed
-        keep[1.0] = self.probabilities(x, options.tta, float32=True)
+        keep[1.0] = self.probabilities(x, options.tta, float32=True, tile_size=SIZE_REGION)
         diameter, n = median_diameter(probabilities_to_labels(keep[1.0], watershed))
         scale = self._scale_of(diameter) if n else 1.0
         if n < MIN_NUCLEI_FOR_SIZE:
             return None
         if scale == 1.0:
             return diameter, None
-        keep[scale] = self.probabilities(x, options.tta, scale, float32=True)
+        keep[scale] = self.probabilities(x, options.tta, scale, float32=True, tile_size=SIZE_REGION)
         refined, m = median_diameter(probabilities_to_labels(keep[scale], scaled_watershed(watershed, scale)))
         return (refined, scale) if m >= MIN_NUCLEI_FOR_SIZE else (diameter, scale)
 

@@ -39,7 +39,7 @@ from ..transforms import InputParams, input_params
 from .blockwise import (DEFAULT_HALO, BlockCache, BlockDone, BlockGrid, BlockwiseStats, InOrder, TissueMap,
                         WorkerPool, postprocess_pool, postprocess_processes, predict_blockwise,
                         segment_block)
-from .predictor import PredictOptions, Predictor, scaled_watershed
+from .predictor import SIZE_REGION, PredictOptions, Predictor, scaled_watershed
 
 #: The thumbnail (normalisation, tissue mask, overlay) is the largest level of at most this many pixels.
 THUMBNAIL_PIXELS = 4_000_000
@@ -155,7 +155,7 @@ def _slide_scale(predictor: Predictor, image, tissue: TissueMap, options: Predic
     if options.diameter != "auto":
         return predictor.scale_for(image, options)
     try:
-        return predictor.scale_for(tissue_tile(image, tissue, predictor.tile_size), options)
+        return predictor.scale_for(tissue_tile(image, tissue, SIZE_REGION), options)
     except ImageReadError as exc:
         unreadable.append(f"{exc} (diameter not estimated)")
         return None, 1.0
@@ -164,7 +164,8 @@ def _slide_scale(predictor: Predictor, image, tissue: TissueMap, options: Predic
 def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, watershed, params) -> str:
     """What a cached block's nuclei depend on: the network's weights and configuration, the
     precision and whether the network runs folded or compiled (each rounds differently in bf16),
-    the block size, TTA, level and region, scale, watershed values and normalisation."""
+    the tile size and overlap (where the tiles' seams fall), the block size, TTA, level and region,
+    scale, watershed values and normalisation."""
     import hashlib
 
     digest = hashlib.sha1(repr(predictor.config.to_dict()).encode())
@@ -173,8 +174,9 @@ def _cache_key(predictor: Predictor, options: PredictOptions, scale: float, wate
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().numpy().tobytes())
     rewritten = getattr(predictor, "network", None) is not getattr(predictor, "model", None)
-    digest.update(repr((predictor.backend, getattr(predictor, "autocast", None), rewritten, options.block_size,
-                        options.tta, options.level, options.region, scale, watershed, params)).encode())
+    digest.update(repr((predictor.backend, getattr(predictor, "autocast", None), rewritten, predictor.tile_size,
+                        predictor.overlap, options.block_size, options.tta, options.level, options.region, scale,
+                        watershed, params)).encode())
     return digest.hexdigest()
 
 

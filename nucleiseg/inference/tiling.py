@@ -13,16 +13,26 @@ import math
 
 import numpy as np
 
-#: Overlap-tile defaults: largest tile side and smallest overlap (pixels).
-DEFAULT_TILE_SIZE = 1024
+#: Smallest overlap of neighbouring tiles (pixels).
 DEFAULT_OVERLAP = 64
+#: Largest tile side (pixels), by device type. On the CPU the network's speed per pixel falls once
+#: a tile's activations outgrow the caches: bundled network, bf16, one tile per call, 2-core AMD
+#: EPYC: 5.9 megapixels a second at 640 x 640, 4.5 at 880 x 880, 3.1 at 1680 x 1680; a 1677 px
+#: slide block as nine 608 px tiles 0.66-0.71 s against four 880 px tiles 0.76-0.85 s, and no
+#: loss on the validation sets. CUDA keeps 1024.
+TILE_SIZE = {"cpu": 768, "cuda": 1024}
 #: Tiles per network call, by device type. On the CPU one tile at a time is fastest: the
 #: activations of a batch outgrow the caches, and the passes over them (skip concatenation, max
 #: pooling, ReLU) run at memory speed. Bundled network, a 1677 x 1677 two-channel input as four
 #: 880 px tiles, 2-core AMD EPYC (avx512_bf16), best of 3: bf16 0.85 s one at a time, 0.99 s two,
-#: 1.08 s four; float32 1.69 / 1.86 / 2.05 s (benchmarks/README.md, "One tile at a time on the
-#: CPU"). On CUDA, 4.
+#: 1.08 s four; float32 1.69 / 1.86 / 2.05 s. On CUDA, 4. Both: benchmarks/README.md, "Cache-sized
+#: tiles, one at a time, on the CPU".
 TILE_BATCH = {"cpu": 1, "cuda": 4}
+
+
+def default_tile_size(device_type: str) -> int:
+    """Largest tile side on a device of type ``device_type`` ("cpu", "cuda"; others as "cpu")."""
+    return TILE_SIZE.get(device_type, TILE_SIZE["cpu"])
 
 
 def default_tile_batch(device_type: str) -> int:
