@@ -74,3 +74,40 @@ def test_blockwise_output_as_ome_tiff_equals_the_plain_one(tmp_path):
     assert _physical_size(tmp_path / "ome" / f"{path.stem}.tif")[0] == 0.25
     assert sorted(p.name for p in (tmp_path / "ome").iterdir()) == sorted(
         [f"{path.stem}.tif", f"{path.stem}_nuclei.csv", "summary.csv"])  # no temporary left behind
+
+
+def _mapped_file_kb() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssFile"))
+    except (OSError, StopIteration):
+        return None
+
+
+def test_a_memory_mapped_label_map_is_read_in_bands(tmp_path):
+    """strided_rows gives array[start:stop:step, ::step], and writing the pyramid of a 300 MB
+    memory-mapped label map leaves its pages unmapped: a strided read spanning the whole map would
+    map every row it spans (the kernel's fault-around), as the 1.07 gigapixel slide's pyramid and
+    overlay did (2.4 GB resident for a moment)."""
+    from nucleiseg.io import release_pages, strided_rows, write_label_pyramid
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 1000, (700, 301)).astype(np.uint32)
+    for step, start, stop in ((1, 0, 700), (2, 5, 699), (3, 256, 600), (16, 0, 700), (300, 0, 700)):
+        np.testing.assert_array_equal(strided_rows(small, start, stop, step), small[start:stop:step, ::step])
+    side = PYRAMID_MIN_SIDE + 512  # a pyramid of more than one level
+    labels = np.memmap(tmp_path / "labels.u32", np.uint32, "w+", shape=(side, side))
+    for r in range(0, side, 1024):
+        labels[r : r + 1024] = np.arange(r, min(r + 1024, side), dtype=np.uint32)[:, None] // 7
+        release_pages(labels)
+    before = _mapped_file_kb()
+    write_label_pyramid(tmp_path / "labels.ome.tif", labels)
+    after = _mapped_file_kb()
+    with tifffile.TiffFile(tmp_path / "labels.ome.tif") as tif:
+        np.testing.assert_array_equal(tif.pages[0].asarray()[::1000], labels[::1000])
+        levels = tif.series[0].levels
+        step = 2 ** (len(levels) - 1)
+        assert step >= 2
+        np.testing.assert_array_equal(levels[-1].asarray(), labels[::step, ::step])
+    if before is not None:
+        assert after - before < 64 * 1024  # kB: at most a band's worth, not the map's 300 MB

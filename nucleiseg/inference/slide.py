@@ -31,7 +31,8 @@ import numpy as np
 
 from ..data.slides import Slide, tissue_mask
 from ..errors import ImageReadError
-from ..io import OutputPaths, release_pages, return_free_memory, table_writer, write_label_pyramid, write_png
+from ..io import (OutputPaths, release_pages, return_free_memory, strided_rows, table_writer, write_label_pyramid,
+                  write_png)
 from ..measure import COLUMNS, measure_nuclei
 from ..postprocess import WatershedParams
 from ..progress import Progress, no_progress
@@ -245,15 +246,6 @@ def measure_block(local: np.ndarray, image: np.ndarray, pixel_size: float | None
     return moved, encode_features(outlines)
 
 
-def _read_released(labels: np.ndarray, index) -> np.ndarray:
-    """``labels[index]`` as an array, with a memory map's pages released after the read
-    (:func:`~nucleiseg.io.release_pages`): every 16th row of a 32768 px map touches every page of
-    those rows, and the kernel maps the pages around each, 2 GB of the 4 GB map at once if kept."""
-    part = np.array(labels[index])
-    release_pages(labels)
-    return part
-
-
 def _write_overlay(path: Path, thumbnail: np.ndarray, step: float, labels: np.ndarray,
                    origin: tuple[int, int]) -> None:
     """The overlay PNG at the thumbnail's resolution: ``labels`` (of the predicted window, which
@@ -261,9 +253,7 @@ def _write_overlay(path: Path, thumbnail: np.ndarray, step: float, labels: np.nd
     from ..overlay import colour_overlay
 
     step = max(1, int(round(step)))
-    band = step * 256  # rows of ``labels`` per read; a memory map's pages are released after each
-    small = np.concatenate([_read_released(labels, np.s_[r : r + band : step, ::step])
-                            for r in range(0, labels.shape[0], band)] or [np.zeros((0, 0), labels.dtype)])
+    small = strided_rows(labels, 0, labels.shape[0], step)  # a memory map's pages released as it goes
     ty, tx = int(round(origin[0] / step)), int(round(origin[1] / step))
     crop = thumbnail[ty : ty + small.shape[0], tx : tx + small.shape[1]]
     write_png(path, colour_overlay(crop, small[: crop.shape[0], : crop.shape[1]]))
