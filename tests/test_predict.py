@@ -119,6 +119,10 @@ def test_device_defaults_and_a_diameter_estimate_that_ignores_the_tile_size():
 def test_bad_tile_size():
     with pytest.raises(ValueError, match="multiple of 16"):
         Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), tile_size=100)
+    with pytest.raises(ValueError, match="multiple of 16"):  # 0 is a size, not "the device's default"
+        Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), tile_size=0)
+    with pytest.raises(ValueError, match="> 2 \\* overlap"):  # the default size is checked too
+        Predictor(Pointwise(), ModelConfig(), torch.device("cpu"), overlap=400)
 
 
 def test_channels_last_gives_the_same_probabilities():

@@ -45,13 +45,14 @@ class OnnxPredictor(Predictor):
 
     def __init__(self, data: bytes, config: ModelConfig, device: str = "cpu", tile_size: int | None = None,
                  overlap: int = DEFAULT_OVERLAP, batch_size: int | None = None):
-        if tile_size is not None:
-            check_tiles(tile_size, overlap)
         ort = _require("onnxruntime", "the ONNX backend")
         available = ort.get_available_providers()
         cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in available
         if device == "cuda" and not cuda:
             raise ValueError("the ONNX backend on CUDA needs onnxruntime-gpu (CUDAExecutionProvider not available)")
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.tile_size = default_tile_size(self.device.type) if tile_size is None else tile_size
+        check_tiles(self.tile_size, overlap)
         providers = (["CUDAExecutionProvider"] if cuda else []) + ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(data, providers=providers)
         self.model = None
@@ -59,8 +60,7 @@ class OnnxPredictor(Predictor):
         self.channels_last = self.compiled = False
         self.autocast = None  # onnxruntime runs the exported float32 graph
         self.config = config
-        self.device = torch.device("cuda" if cuda else "cpu")
-        self.tile_size, self.overlap = tile_size or default_tile_size(self.device.type), overlap
+        self.overlap = overlap
         self.batch_size = batch_size or default_tile_batch(self.device.type)
 
     @property

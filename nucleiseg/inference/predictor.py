@@ -212,7 +212,7 @@ class Predictor:
                  tile_size: int | None = None, overlap: int = DEFAULT_OVERLAP,
                  batch_size: int | None = None, channels_last: bool = True, compile: bool = False,
                  precision: Precision = DEFAULT_PRECISION, fold_batchnorm: bool = False):
-        tile_size = tile_size or default_tile_size(device.type)
+        tile_size = default_tile_size(device.type) if tile_size is None else tile_size
         check_tiles(tile_size, overlap)
         self.autocast = autocast_dtype(precision, device.type)
         self.model = model.to(device).eval()
@@ -284,7 +284,7 @@ class Predictor:
         (:meth:`normalize`); an (H, W) array is taken as one channel. ``float32``: no autocast;
         ``tile_size``: tiles of at most this side instead of the predictor's."""
         x = x[None] if x.ndim == 2 else x
-        t = tile_size or self.tile_size
+        t = self.tile_size if tile_size is None else tile_size
         if not tta:
             return self._tiled(x, float32, t)
         acc = np.zeros((3,) + x.shape[1:], np.float32)
